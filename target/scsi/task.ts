@@ -83,3 +83,14 @@ export interface TaskManagement {
   /** The I_T nexus is gone (session closed / reinstated / connection dropped at ERL 0). */
   nexusLost(nexus: Nexus): void;
 }
+
+/**
+ * The SCSI target device behind one iSCSI target: routes tasks by LUN (REPORT LUNS and unknown
+ * LUNs included) and takes task management. Built by target/scsi/device-server.ts.
+ */
+export interface DeviceServer extends TaskManagement {
+  execute(task: ScsiTask, io: TaskIo): Promise<ScsiResult>;
+  /** ABORT TASK / ABORT TASK SET / CLEAR TASK SET are handled by the transport (it owns the tasks);
+   * it tells the device server so it can drop per-task state. */
+  taskAborted?(task: ScsiTask): void;
+}
