@@ -1,0 +1,172 @@
+/**
+ * Assembles a controller node from its configuration: opens the media on the real HAL, builds the
+ * seed-000 controller firmware with one storage unit per volume, puts a SCSI device server per
+ * target in front, and serves iSCSI on every portal. Owns the shutdown order (stop accepting,
+ * finish sessions, flush the firmware, close media) so that nothing acknowledged is lost.
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BlockDevice } from '../hal/block-device.js';
+import type { Logger } from '../hal/types.js';
+import { systemClock } from '../hal/system-clock.js';
+import { openFileDevice } from '../hal/file-device.js';
+import { MemoryDevice } from '../hal/memory-device.js';
+import { connectNbd } from '../hal/nbd-device.js';
+import { startStorageDaemon } from '../hal/qemu-storage-daemon.js';
+import { tcpNetwork } from '../hal/tcp.js';
+import type { StreamListener } from '../hal/transport.js';
+import { createController } from '../firmware/controller.js';
+import type { Volume } from '../firmware/volume.js';
+import { ScsiDeviceServer, type LogicalUnitConfig } from '../target/scsi/device-server.js';
+import { IscsiServer } from '../target/iscsi/iscsi-server.js';
+import type { BackingConfig, NodeConfig, VolumeConfig } from './config.js';
+
+export interface RunningNode {
+  readonly urls: string[];
+  readonly listeners: StreamListener[];
+  readonly volumes: Map<string, Volume>;
+  readonly iscsi: IscsiServer;
+  stop(): Promise<void>;
+}
+
+interface OpenedMedium {
+  device: BlockDevice;
+  /** Extra teardown beyond device.close() (e.g. stopping qemu-storage-daemon). */
+  after?: () => Promise<void>;
+}
+
+async function openMedium(backing: BackingConfig, name: string, size: number, runDir: string): Promise<OpenedMedium> {
+  switch (backing.type) {
+    case 'file':
+      return { device: await openFileDevice(backing.path, { size, create: true, writeCache: backing.writeCache }) };
+    case 'memory':
+      return { device: new MemoryDevice(name, size) };
+    case 'nbd':
+      return { device: await connectNbd({ socketPath: backing.socketPath, host: backing.host, port: backing.port, exportName: backing.exportName }) };
+    case 'image': {
+      const daemon = await startStorageDaemon({ image: backing.path, format: backing.format, runDir, exportName: name, cache: backing.cache, size });
+      try {
+        const device = await connectNbd({ socketPath: daemon.socketPath, exportName: daemon.exportName });
+        return { device, after: () => daemon.stop() };
+      } catch (err) {
+        await daemon.stop();
+        throw err;
+      }
+    }
+  }
+}
+
+/** Bytes each medium must hold for the volume's layout. */
+function mediumSize(v: VolumeConfig, count: number): number {
+  if (v.layout !== 'stripe') return v.size;
+  const units = Math.ceil(v.size / v.stripeSize);
+  return Math.ceil(units / count) * v.stripeSize;
+}
+
+/** A stable identity per volume: the same serial and NAA id across restarts (hosts key multipath on them). */
+function identity(nodeName: string, v: VolumeConfig): { serial: string; naa: bigint } {
+  const digest = createHash('sha256').update(`${nodeName}/${v.name}`).digest();
+  // NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI, 36 bits vendor specific (+64 extension).
+  const naa = (6n << 60n) | (digest.readBigUInt64BE(0) & ((1n << 60n) - 1n));
+  return { serial: v.serial ?? `KURA${digest.toString('hex').slice(0, 16).toUpperCase()}`, naa };
+}
+
+export async function startControllerNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
+  mkdirSync(config.node.dataDir, { recursive: true });
+  const runDir = join(config.node.dataDir, 'run');
+  mkdirSync(runDir, { recursive: true });
+
+  const opened: OpenedMedium[] = [];
+  const closeMedia = async () => {
+    for (const m of opened.splice(0).reverse()) {
+      await m.device.close().catch((err: Error) => logger.error({ err }, 'closing medium failed'));
+      await m.after?.().catch((err: Error) => logger.error({ err }, 'stopping medium helper failed'));
+    }
+  };
+
+  const controller = createController({ clock: systemClock, logger: logger.child({ module: 'firmware' }), bufferBytes: config.bufferMemory });
+  const volumes = new Map<string, Volume>();
+  try {
+    for (const v of config.volumes) {
+      const backings = v.media ?? [v.backing!];
+      const size = mediumSize(v, backings.length);
+      const media: BlockDevice[] = [];
+      for (const [i, b] of backings.entries()) {
+        const m = await openMedium(b, backings.length > 1 ? `${v.name}.${i}` : v.name, size, runDir);
+        opened.push(m);
+        if (m.device.size < size) {
+          throw new Error(`volume "${v.name}": medium ${i} (${m.device.name}) holds ${m.device.size} bytes, the volume needs ${size}`);
+        }
+        media.push(m.device);
+      }
+      volumes.set(v.name, controller.addVolume({
+        name: v.name,
+        blockSize: v.blockSize,
+        blockCount: v.size / v.blockSize,
+        media,
+        layout: v.layout,
+        stripeBlocks: v.stripeSize / v.blockSize,
+        scheduler: v.scheduler,
+        mediumQueueDepth: v.mediumQueueDepth,
+        readOnly: v.readOnly,
+      }));
+    }
+  } catch (err) {
+    await closeMedia();
+    throw err;
+  }
+
+  const volumeConfigs = new Map(config.volumes.map((v) => [v.name, v]));
+  const iscsi = new IscsiServer({
+    clock: systemClock,
+    logger: logger.child({ module: 'iscsi' }),
+    portals: config.portals,
+    discoveryChap: config.discoveryChap,
+    nopInIntervalMs: config.nopInInterval,
+    targets: config.targets.map((t) => {
+      const luns = new Map<number, LogicalUnitConfig>();
+      for (const l of t.luns) {
+        const id = identity(config.node.name, volumeConfigs.get(l.volume)!);
+        luns.set(l.lun, { volume: volumes.get(l.volume)!, serial: id.serial, naa: id.naa });
+      }
+      return {
+        name: t.name,
+        alias: t.alias,
+        allowedInitiators: t.acl,
+        chap: t.chap,
+        mutualChap: t.mutualChap,
+        deviceServer: new ScsiDeviceServer({ luns, targetName: t.name, clock: systemClock, logger: logger.child({ module: 'scsi', target: t.name }) }),
+      };
+    }),
+  });
+
+  const listeners: StreamListener[] = [];
+  try {
+    for (const p of config.portals) listeners.push(await tcpNetwork.listen(p.host, p.port, (t) => iscsi.accept(t)));
+  } catch (err) {
+    for (const l of listeners) await l.close();
+    await controller.close();
+    await closeMedia();
+    throw err;
+  }
+
+  const urls: string[] = [];
+  for (const l of listeners) {
+    for (const t of config.targets) {
+      for (const lun of t.luns) urls.push(`iscsi://${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}/${t.name}/${lun.lun}`);
+    }
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      for (const l of listeners) await l.close().catch(() => {});
+      await iscsi.shutdown();
+      await controller.close();
+      await closeMedia();
+    })();
+    return stopping;
+  };
+  return { urls, listeners, volumes, iscsi, stop };
+}
