@@ -5,7 +5,6 @@
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, defaultConfig, loadConfig, type NodeConfig } from './config.js';
-import { startControllerNode } from './controller-node.js';
 import { createLogger } from '../hal/logger.js';
 
 function port(value: string): number {
@@ -39,6 +38,7 @@ program.command('node')
     const logger = createLogger({ level: opts.logLevel ?? config.log.level, name: config.node.name });
     let node;
     try {
+      const { startControllerNode } = await import('./controller-node.js');
       node = await startControllerNode(config, logger);
     } catch (err) {
       logger.error({ err }, 'node failed to start');

@@ -1,0 +1,61 @@
+/**
+ * The first thing a user does: start the default node and point libiscsi's tools at it.
+ */
+import { expect } from 'chai';
+import { join } from 'node:path';
+import { statSync } from 'node:fs';
+import { freePort, run, startKura, tempDir, type KuraProcess } from './support/kura-process.js';
+
+describe('controller node with the default configuration (real libiscsi tools)', function () {
+  this.timeout(60000);
+  let kura: KuraProcess;
+  let dir: string;
+  let port: number;
+
+  before(async () => {
+    dir = tempDir();
+    port = await freePort();
+    kura = await startKura({ dir, args: ['--data-dir', join(dir, 'data'), '--port', String(port)] });
+  });
+  after(async () => {
+    await kura?.stop();
+  });
+
+  it('prints the iSCSI URL of its 1 GiB file volume', () => {
+    expect(kura.urls).to.deep.equal([`iscsi://127.0.0.1:${port}/iqn.2026-11.dev.kura:vol0/0`]);
+    expect(statSync(join(dir, 'data', 'vol0.img')).size).to.equal(2 ** 30);
+  });
+
+  it('is discovered with its LUN by iscsi-ls -s', async () => {
+    const r = await run('iscsi-ls', ['-s', `iscsi://127.0.0.1:${port}`]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.include(`Target:iqn.2026-11.dev.kura:vol0 Portal:127.0.0.1:${port},1`);
+    expect(r.stdout).to.match(/Lun:0\s+Type:DIRECT_ACCESS \(Size:1G\)/);
+  });
+
+  it('answers iscsi-inq with its identity and iscsi-readcapacity16 with its size', async () => {
+    const inq = await run('iscsi-inq', [kura.urls[0]!]);
+    expect(inq.code, inq.stderr).to.equal(0);
+    expect(inq.stdout).to.match(/Vendor:KURA/);
+    expect(inq.stdout).to.match(/Peripheral Device Type:\s*0\b|DIRECT_ACCESS/i);
+    const serial = await run('iscsi-inq', ['-e', '1', '-c', '0x80', kura.urls[0]!]);
+    expect(serial.code, serial.stderr).to.equal(0);
+    expect(serial.stdout).to.match(/Unit Serial Number:\s*KURA[0-9A-F]{16}/);
+    const cap = await run('iscsi-readcapacity16', [kura.urls[0]!]);
+    expect(cap.code, cap.stderr).to.equal(0);
+    expect(cap.stdout).to.match(/Logical Block Length:512/);
+    expect(cap.stdout).to.match(/Total Size:1073741824/);
+  });
+
+  it('refuses an unknown target with a precise login status, and keeps serving', async () => {
+    const bad = await run('iscsi-inq', [`iscsi://127.0.0.1:${port}/iqn.2026-11.dev.kura:nope/0`]);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr + bad.stdout).to.match(/not found|TARGET_NOT_FOUND|0x0203/i);
+    const good = await run('iscsi-readcapacity16', ['-s', kura.urls[0]!]);
+    expect(good.stdout.trim()).to.equal('1073741824');
+  });
+
+  it('exits cleanly on SIGTERM', async () => {
+    expect(await kura.stop('SIGTERM')).to.equal(0);
+  });
+});
