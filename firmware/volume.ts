@@ -24,6 +24,14 @@ export interface Volume {
   read(lba: number, blocks: number): Promise<ReadResult>;
   /** Everything completed before this call is durable when it resolves (SYNCHRONIZE CACHE). */
   flush(): Promise<void>;
+
+  /**
+   * Optional (UNMAP / WRITE SAME with UNMAP): deallocate `blocks` blocks at `lba`; they read as
+   * zeroes afterwards. Ordered like a write against overlapping IO.
+   */
+  discard?(lba: number, blocks: number): Promise<void>;
+  /** True when discard() really deallocates on every medium (thin provisioning: LBPU/LBPME). */
+  readonly canDiscard?: boolean;
 }
 
 export interface WriteReservation {
@@ -43,13 +51,19 @@ export interface ReadResult {
 
 /** A medium operation failed; carries what the SCSI layer needs for sense data. */
 export class MediumError extends Error {
+  /** The device's error code (EIO, ENOSPC, ...), when known. */
+  readonly code: string | undefined;
+
   constructor(
     readonly op: 'read' | 'write' | 'flush' | 'discard',
+    /** First failing block (volume LBA): the sense data's INFORMATION field. */
     readonly lba: number,
     message: string,
+    options?: { code?: string; cause?: unknown },
   ) {
-    super(message);
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'MediumError';
+    this.code = options?.code;
   }
 }
 

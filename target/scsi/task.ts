@@ -67,6 +67,12 @@ export interface ScsiResult {
   data?: Uint8Array;
   /** Called by the transport once `data` has been sent (returns a buffer area to the pool). */
   release?: () => void;
+  /**
+   * SCSI-presented data transfer length in bytes, set when a Data-Out command was refused before
+   * any of its data was requested because the Expected Data Transfer Length is shorter than what
+   * the CDB asks for: the transport reports the overflow residual against it (RFC 7143 11.4.5.2).
+   */
+  spdtl?: number;
 }
 
 /** A device server for one LUN as the transport sees it. */

@@ -1,0 +1,124 @@
+/**
+ * One logical unit: its volume, identity, unit attentions, mode parameters and the commands it
+ * offers. State that later features need per LU (reservations, ALUA state, LBA-range locks for
+ * COMPARE AND WRITE, provisioning) belongs here, next to what the handlers already read.
+ */
+import type { Volume } from '../../firmware/volume.js';
+import type { Clock } from '../../hal/clock.js';
+import type { Logger } from '../../hal/types.js';
+import { CommandSet, COMMANDS, validateCdb } from './dispatch.js';
+import { ModeParameters } from './mode-pages.js';
+import { Asc, CheckCondition, SenseKey } from './sense.js';
+import { TaskAbortedError, type Nexus, type ScsiResult, type ScsiTask, type TaskIo } from './task.js';
+import { UnitAttentions } from './unit-attention.js';
+
+/** Standard INQUIRY identification, already space-padded to 8 / 16 / 4 characters. */
+export interface ProductIdentity {
+  readonly vendor: string;
+  readonly product: string;
+  readonly revision: string;
+}
+
+export interface Identity extends ProductIdentity {
+  readonly serial: string;
+  /** NAA IEEE Registered Extended (type 6) identifier, 128 bits. */
+  readonly naa?: bigint;
+}
+
+/** What an LU needs to know about the SCSI target device it belongs to. */
+export interface TargetContext {
+  /** iSCSI name of the target: the SCSI target device name. */
+  readonly targetName: string;
+  readonly clock: Clock;
+  /** Every LUN of the target, ascending (REPORT LUNS). */
+  lunList(): readonly number[];
+}
+
+export interface LogicalUnitOptions {
+  readonly lun: number;
+  readonly volume: Volume;
+  readonly identity: Identity;
+  readonly target: TargetContext;
+  readonly logger: Logger;
+  /** OPTIMAL TRANSFER LENGTH GRANULARITY of the block limits page, in blocks. */
+  readonly optimalTransferGranularity: number;
+}
+
+export class LogicalUnit {
+  readonly lun: number;
+  readonly volume: Volume;
+  readonly identity: Identity;
+  readonly target: TargetContext;
+  readonly logger: Logger;
+  readonly optimalTransferGranularity: number;
+  readonly unitAttentions = new UnitAttentions();
+  readonly mode = new ModeParameters();
+  readonly commands: CommandSet;
+
+  constructor(o: LogicalUnitOptions) {
+    this.lun = o.lun;
+    this.volume = o.volume;
+    this.identity = o.identity;
+    this.target = o.target;
+    this.logger = o.logger;
+    this.optimalTransferGranularity = o.optimalTransferGranularity;
+    this.commands = new CommandSet(COMMANDS.filter((c) => c.availableOn?.(this) ?? true));
+  }
+
+  async execute(task: ScsiTask, io: TaskIo): Promise<ScsiResult> {
+    if (io.aborted) throw new TaskAbortedError();
+    const nexus = task.nexus.id;
+    this.unitAttentions.arrive(nexus);
+    const cmd = this.commands.lookup(task.cdb);
+    // A pending unit attention wins over everything but the three commands SPC-4 exempts, even
+    // over an unsupported opcode: the host learns about the reset first.
+    if (cmd instanceof CheckCondition || !cmd.bypassesUnitAttention) {
+      const ua = this.unitAttentions.take(nexus);
+      if (ua !== undefined) return new CheckCondition({ key: SenseKey.UNIT_ATTENTION, asc: ua }).toResult();
+    }
+    if (cmd instanceof CheckCondition) throw cmd;
+    validateCdb(cmd, task.cdb);
+    if (cmd.access === 'write') {
+      const wp = this.writeProtection();
+      if (wp !== undefined) throw new CheckCondition({ key: SenseKey.DATA_PROTECT, asc: wp });
+    }
+    return await cmd.handler(this, task, io);
+  }
+
+  /** Why writes are refused, as an ASC/ASCQ, or undefined when they are allowed. */
+  writeProtection(): number | undefined {
+    if (this.volume.readOnly) return Asc.WRITE_PROTECTED;
+    if (this.mode.swp) return Asc.SOFTWARE_WRITE_PROTECTED;
+    return undefined;
+  }
+
+  /** Target port group of a target port; a single group until ALUA exists. */
+  targetPortGroup(_relativeTargetPort: number): number {
+    return 1;
+  }
+
+  /**
+   * SCSI target port name as iSCSI defines it: "<target name>,t,0x<TPGT>" (RFC 7143). Assumes the
+   * iSCSI layer uses the target portal group tag as the relative target port identifier.
+   */
+  targetPortName(nexus: Nexus): string {
+    return `${this.target.targetName},t,0x${nexus.relativeTargetPort.toString(16).padStart(4, '0')}`;
+  }
+
+  /** LOGICAL UNIT RESET or TARGET WARM RESET reached this LU (tasks are aborted by the transport). */
+  reset(): void {
+    this.mode.reset();
+    this.unitAttentions.establish(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+  }
+
+  nexusLost(nexus: Nexus): void {
+    if (this.unitAttentions.knows(nexus.id)) {
+      this.unitAttentions.establishFor(nexus.id, Asc.I_T_NEXUS_LOSS_OCCURRED);
+    }
+  }
+
+  /** Mode parameters changed through `by`: every other nexus hears about it (SPC-4 5.14). */
+  modeParametersChanged(by: Nexus): void {
+    this.unitAttentions.establish(Asc.MODE_PARAMETERS_CHANGED, by.id);
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Unit attention conditions of one logical unit, per I_T nexus (SAM-5 5.14, SPC-4 5.14 with
+ * UA_INTLCK_CTRL=00b). A nexus the LU has never seen starts with POWER ON, RESET. A reset
+ * condition supersedes whatever was queued: the host must rediscover state anyway. Conditions
+ * are reported oldest first, one per command.
+ */
+import { Asc } from './sense.js';
+
+/** Bound per nexus: a host that never looks must not make the target grow. */
+const MAX_QUEUED = 16;
+
+export class UnitAttentions {
+  private readonly pending = new Map<string, number[]>();
+
+  /** Registers the nexus on its first command to this LU (POWER ON, RESET OCCURRED). */
+  arrive(nexusId: string): void {
+    if (!this.pending.has(nexusId)) this.pending.set(nexusId, [Asc.POWER_ON_RESET_OCCURRED]);
+  }
+
+  knows(nexusId: string): boolean {
+    return this.pending.has(nexusId);
+  }
+
+  /** The oldest condition for this nexus, removed (it is being reported). */
+  take(nexusId: string): number | undefined {
+    return this.pending.get(nexusId)?.shift();
+  }
+
+  peek(nexusId: string): number | undefined {
+    return this.pending.get(nexusId)?.[0];
+  }
+
+  /** Establishes `asc` for every nexus seen so far, except `except`. */
+  establish(asc: number, except?: string): void {
+    for (const id of this.pending.keys()) {
+      if (id !== except) this.establishFor(id, asc);
+    }
+  }
+
+  establishFor(nexusId: string, asc: number): void {
+    let q = this.pending.get(nexusId);
+    if (!q) {
+      q = [];
+      this.pending.set(nexusId, q);
+    }
+    if (isReset(asc)) {
+      q.length = 0;
+      q.push(asc);
+      return;
+    }
+    if (q.includes(asc) || q.length >= MAX_QUEUED) return;
+    q.push(asc);
+  }
+}
+
+function isReset(asc: number): boolean {
+  return asc >> 8 === 0x29;
+}
