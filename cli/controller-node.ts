@@ -67,8 +67,8 @@ function mediumSize(v: VolumeConfig, count: number): number {
 /** A stable identity per volume: the same serial and NAA id across restarts (hosts key multipath on them). */
 function identity(nodeName: string, v: VolumeConfig): { serial: string; naa: bigint } {
   const digest = createHash('sha256').update(`${nodeName}/${v.name}`).digest();
-  // NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI, 36 bits vendor specific (+64 extension).
-  const naa = (6n << 60n) | (digest.readBigUInt64BE(0) & ((1n << 60n) - 1n));
+  // NAA 6 (IEEE Registered Extended, 128 bits): the 4-bit NAA field, then OUI, vendor id and extension from the digest.
+  const naa = (6n << 124n) | (BigInt(`0x${digest.subarray(0, 16).toString('hex')}`) & ((1n << 124n) - 1n));
   return { serial: v.serial ?? `KURA${digest.toString('hex').slice(0, 16).toUpperCase()}`, naa };
 }
 

@@ -24,6 +24,6 @@ const bin = (name) => join(root, 'node_modules', '.bin', name);
 run('type check', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
 run('lint', bin('eslint'), ['.']);
 // Unit tests first (milliseconds, simulated HAL), then the end-to-end ones with real initiators and QEMU.
-const specs = ['firmware/**/*.test.ts', 'hal/**/*.test.ts', 'target/**/*.test.ts', 'cli/**/*.test.ts', 'test/**/*.test.ts'];
+const specs = ['firmware/**/*.test.ts', 'hal/**/*.test.ts', 'target/**/*.test.ts', 'cli/**/*.test.ts', 'bench/**/*.test.ts', 'test/**/*.test.ts'];
 const args = process.argv.slice(2);
 run('tests', bin('mocha'), args.some((a) => !a.startsWith('-')) ? args : [...args, ...specs]);

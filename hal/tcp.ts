@@ -1,0 +1,154 @@
+/**
+ * The real HAL's Network: TCP through node:net. Each batch of chunks is written between cork()
+ * and uncork() so that Node hands them to the kernel as one writev. Socket errors never throw:
+ * they end up in StreamHandler.onClose(err).
+ */
+import net from 'node:net';
+import type { Network, StreamHandler, StreamListener, StreamTransport } from './transport.js';
+
+class TcpTransport implements StreamTransport {
+  constructor(private readonly socket: net.Socket) {}
+
+  get remoteAddress(): string {
+    return this.socket.remoteAddress ?? '';
+  }
+
+  get remotePort(): number {
+    return this.socket.remotePort ?? 0;
+  }
+
+  get localAddress(): string {
+    return this.socket.localAddress ?? '';
+  }
+
+  get localPort(): number {
+    return this.socket.localPort ?? 0;
+  }
+
+  write(chunks: readonly Uint8Array[], done?: (err?: Error) => void): boolean {
+    const s = this.socket;
+    let called = false;
+    const once = done && ((err?: Error | null): void => {
+      if (called) return;
+      called = true;
+      done(err ?? undefined);
+    });
+    if (s.destroyed || !s.writable) {
+      if (once) queueMicrotask(() => once(new Error('socket closed')));
+      return false;
+    }
+    if (chunks.length === 0) {
+      if (once) queueMicrotask(() => once());
+      return !s.writableNeedDrain;
+    }
+    let ok = true;
+    s.cork();
+    try {
+      for (let i = 0; i < chunks.length; i++) ok = s.write(chunks[i], i === chunks.length - 1 ? once : undefined);
+    } catch (e) {
+      // write() after end, or a destroyed socket racing us: report through the callback.
+      once?.(e as Error);
+      ok = false;
+    } finally {
+      s.uncork();
+    }
+    return ok;
+  }
+
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    this.socket.resume();
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+function attach(socket: net.Socket, makeHandler: (t: StreamTransport) => StreamHandler): StreamTransport {
+  socket.setNoDelay(true);
+  const transport = new TcpTransport(socket);
+  let handler: StreamHandler;
+  try {
+    handler = makeHandler(transport);
+  } catch {
+    socket.destroy();
+    return transport;
+  }
+  let lastError: Error | undefined;
+  let closed = false;
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      handler.onData(chunk);
+    } catch (e) {
+      lastError = e as Error;
+      socket.destroy();
+    }
+  });
+  socket.on('drain', () => {
+    try {
+      handler.onDrain();
+    } catch (e) {
+      lastError = e as Error;
+      socket.destroy();
+    }
+  });
+  // 'error' is always followed by 'close', which reports it.
+  socket.on('error', (err) => {
+    lastError = err;
+  });
+  socket.on('close', () => {
+    if (closed) return;
+    closed = true;
+    try {
+      handler.onClose(lastError);
+    } catch {
+      // The stream is gone; nothing is left to tell.
+    }
+  });
+  return transport;
+}
+
+export const tcpNetwork: Network = {
+  listen(host, port, accept) {
+    return new Promise<StreamListener>((resolve, reject) => {
+      const server = net.createServer((socket) => attach(socket, accept));
+      const failed = (err: Error): void => reject(err);
+      server.once('error', failed);
+      server.listen(port, host, () => {
+        server.off('error', failed);
+        // Accept errors (EMFILE...) must not crash the process; the next connection may work.
+        server.on('error', () => {});
+        const addr = server.address() as net.AddressInfo;
+        resolve({
+          host: addr.address,
+          port: addr.port,
+          // Stop listening only: open connections belong to their handlers, which close them.
+          close: () => new Promise<void>((res) => {
+            server.close();
+            res();
+          }),
+        });
+      });
+    });
+  },
+
+  connect(host, port, makeHandler) {
+    return new Promise<StreamTransport>((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const failed = (err: Error): void => reject(err);
+      socket.once('error', failed);
+      socket.once('connect', () => {
+        socket.off('error', failed);
+        resolve(attach(socket, makeHandler));
+      });
+    });
+  },
+};
