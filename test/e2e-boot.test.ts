@@ -41,7 +41,7 @@ describe('booting a QEMU VM from a kura LUN', function () {
   });
 
   it('SeaBIOS boots from an iscsi:// drive', async () => {
-    const { serial } = await bootUntil(['-drive', `file=${kura.urls[0]},format=raw,if=ide,cache=none`, '-boot', 'c'], marker, 90000);
+    const { serial, ms } = await bootUntil(['-drive', `file=${kura.urls[0]},format=raw,if=ide,cache=none`, '-boot', 'c'], marker, 90000);
     expect(serial).to.include(marker);
   });
 
@@ -51,11 +51,14 @@ describe('booting a QEMU VM from a kura LUN', function () {
     mkdirSync(tftp, { recursive: true });
     // 10.0.2.2 is the host's loopback as seen from QEMU's user-mode network.
     writeFileSync(join(tftp, 'boot.ipxe'), `#!ipxe\ndhcp\nsanboot iscsi:10.0.2.2::${port}:0:${iqn}\n`);
-    const { serial } = await bootUntil([
+    const { serial, ms } = await bootUntil([
       '-netdev', `user,id=n0,tftp=${tftp},bootfile=boot.ipxe`,
       '-device', 'e1000,netdev=n0,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom',
       '-boot', 'n',
-    ], marker, 150000);
+      // iPXE's real-mode network stack spins forever under this host's (nested) KVM, with the
+      // default CPU model and with -cpu host alike; TCG boots it reliably.
+    ], marker, 150000, 'tcg');
     expect(serial).to.include(marker);
+    console.log(`      iPXE sanboot reached the boot sector in ${ms} ms (TCG)`);
   });
 });

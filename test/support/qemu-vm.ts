@@ -14,9 +14,9 @@ export function accelerator(): string {
 }
 
 /** Run qemu-system-x86_64 with `args` until `marker` appears on the serial console (stdio), then kill it. */
-export async function bootUntil(args: string[], marker: string, timeoutMs: number): Promise<{ serial: string; ms: number }> {
+export async function bootUntil(args: string[], marker: string, timeoutMs: number, accel = accelerator()): Promise<{ serial: string; ms: number }> {
   const started = Date.now();
-  const child = spawn('qemu-system-x86_64', ['-machine', `pc,accel=${accelerator()}`, '-m', '256', '-display', 'none',
+  const child = spawn('qemu-system-x86_64', ['-machine', `pc,accel=${accel}`, '-m', '256', '-display', 'none',
     '-monitor', 'none', '-serial', 'stdio', '-no-reboot', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let serial = '';
   let stderr = '';
