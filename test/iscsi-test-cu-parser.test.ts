@@ -19,4 +19,10 @@ describe('iscsi-test-cu output scoring', () => {
     const s = parseTestCu('Suite: WriteSame10\n  Test: UnmapVPD ...    [FAILED] WRITESAME10 command failed with status 2\npassed\n  Test: Check ...passed\n');
     expect(s.tests.map((t) => t.outcome)).to.deep.equal(['passed', 'passed']);
   });
+
+  it('gives a suite teardown\'s "[SKIPPED]" after "passed" to no test', () => {
+    const s = parseTestCu('Suite: Read6\n  Test: Simple ...passed\n  Test: BeyondEol ...passed    [SKIPPED] PERSISTENT RESERVE IN is not implemented.\n\n'
+      + 'Suite: X\n  Test: A ...    [SKIPPED] not implemented.\n    [SKIPPED] not implemented.\npassed\n  Test: B ...    [SKIPPED] fully provisioned\npassed    [SKIPPED] PRIN\n');
+    expect(s.tests.map((t) => `${t.test}:${t.outcome}`)).to.deep.equal(['Simple:passed', 'BeyondEol:passed', 'A:skipped', 'B:skipped']);
+  });
 });

@@ -22,9 +22,12 @@ export interface Score {
 export function parseTestCu(output: string): Score {
   const tests: TestOutcome[] = [];
   let suite = '';
-  let current: TestOutcome | undefined;
+  let current: (TestOutcome & { done?: boolean }) | undefined;
   const finish = () => {
-    if (current) tests.push(current);
+    if (current) {
+      const { done: _done, ...outcome } = current;
+      tests.push(outcome);
+    }
     current = undefined;
   };
   for (const line of output.split('\n')) {
@@ -57,17 +60,26 @@ export function parseTestCu(output: string): Score {
 }
 
 // CUnit marks a failed test with "FAILED" right after the test name, followed by numbered
-// assertion lines ("1. test_x.c:98 - CU_ASSERT..."). libiscsi's own log lines also say
-// "[FAILED] ..." for commands that failed as the test expected: those are not test failures.
-function classify(t: TestOutcome, text: string): void {
+// assertion lines ("1. test_x.c:98 - CU_ASSERT..."), and a passed (or skipped) one with "passed".
+// A test is skipped when it printed "[SKIPPED]" before its "passed". Output after "passed" belongs
+// to the suite's teardown (e.g. "[SKIPPED] PERSISTENT RESERVE IN is not implemented." from its
+// cleanup), not to the test. libiscsi also logs "[FAILED] ..." for commands that failed as the test
+// expected: those are not test failures either.
+function classify(t: TestOutcome & { done?: boolean }, text: string): void {
+  if (t.done) return;
   const trimmed = text.trim();
   if (/^FAILED\b/.test(trimmed) || /^\d+\. \S+\.c:\d+/.test(trimmed)) {
     t.outcome = 'failed';
     t.detail = t.detail ? `${t.detail}; ${trimmed}` : trimmed;
-  } else if (/\[SKIPPED\]/.test(trimmed) && t.outcome === 'passed') {
-    t.outcome = 'skipped';
-    t.detail = trimmed.replace(/.*\[SKIPPED\]\s*/, '');
+    return;
   }
+  const passedAt = trimmed.search(/(^|\.\.\.)passed\b/);
+  const before = passedAt < 0 ? trimmed : trimmed.slice(0, passedAt);
+  if (/\[SKIPPED\]/.test(before) && t.outcome === 'passed') {
+    t.outcome = 'skipped';
+    t.detail = before.replace(/.*\[SKIPPED\]\s*/, '');
+  }
+  if (passedAt >= 0) t.done = true;
 }
 
 export function scoreLine(name: string, s: Score): string {
