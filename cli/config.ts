@@ -46,6 +46,8 @@ const fileBacking = z.object({
   path: z.string().min(1),
   /** false: every write is durable before it completes (O_DSYNC), reported as WCE=0. */
   writeCache: z.boolean().default(true),
+  /** Where pread/pwrite run: inline on the event loop while the page cache answers fast (auto), or always one way. */
+  io: z.enum(['auto', 'inline', 'threadpool']).default('auto'),
 }).strict();
 const memoryBacking = z.object({ type: z.literal('memory') }).strict();
 const imageBacking = z.object({

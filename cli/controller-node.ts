@@ -39,7 +39,7 @@ interface OpenedMedium {
 async function openMedium(backing: BackingConfig, name: string, size: number, runDir: string): Promise<OpenedMedium> {
   switch (backing.type) {
     case 'file':
-      return { device: await openFileDevice(backing.path, { size, create: true, writeCache: backing.writeCache }) };
+      return { device: await openFileDevice(backing.path, { size, create: true, writeCache: backing.writeCache, io: backing.io }) };
     case 'memory':
       return { device: new MemoryDevice(name, size) };
     case 'nbd':

@@ -7,6 +7,16 @@ import net from 'node:net';
 import type { Network, StreamHandler, StreamListener, StreamTransport } from './transport.js';
 
 class TcpTransport implements StreamTransport {
+  /**
+   * Chunks written during this event-loop turn. Completions of different tasks arrive as separate
+   * libuv callbacks (one per file read or write), so batching per microtask would still cost one
+   * syscall per response; gathering until setImmediate (after the poll phase has run every ready
+   * callback) sends them all in one writev. The delay is bounded by one loop turn.
+   */
+  private pending: Uint8Array[] = [];
+  private pendingDone: ((err?: Error) => void)[] = [];
+  private scheduled = false;
+
   constructor(private readonly socket: net.Socket) {}
 
   get remoteAddress(): string {
@@ -27,33 +37,52 @@ class TcpTransport implements StreamTransport {
 
   write(chunks: readonly Uint8Array[], done?: (err?: Error) => void): boolean {
     const s = this.socket;
-    let called = false;
-    const once = done && ((err?: Error | null): void => {
-      if (called) return;
-      called = true;
-      done(err ?? undefined);
-    });
     if (s.destroyed || !s.writable) {
-      if (once) queueMicrotask(() => once(new Error('socket closed')));
+      if (done) queueMicrotask(() => done(new Error('socket closed')));
       return false;
     }
-    if (chunks.length === 0) {
-      if (once) queueMicrotask(() => once());
-      return !s.writableNeedDrain;
+    for (let i = 0; i < chunks.length; i++) this.pending.push(chunks[i]!);
+    if (done) this.pendingDone.push(done);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
     }
-    let ok = true;
+    // Only the socket's own state: a 'drain' event is owed exactly when its write() said false.
+    // What is pending here is bounded by one turn's worth of PDUs (the CmdSN window).
+    return !s.writableNeedDrain;
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    const chunks = this.pending;
+    const dones = this.pendingDone;
+    this.pending = [];
+    this.pendingDone = [];
+    const s = this.socket;
+    let called = false;
+    const finish = (err?: Error | null): void => {
+      if (called) return;
+      called = true;
+      for (const d of dones) d(err ?? undefined);
+    };
+    if (s.destroyed || !s.writable) {
+      finish(new Error('socket closed'));
+      return;
+    }
+    if (chunks.length === 0) {
+      finish();
+      return;
+    }
     s.cork();
     try {
-      for (let i = 0; i < chunks.length; i++) ok = s.write(chunks[i], i === chunks.length - 1 ? once : undefined);
+      for (let i = 0; i < chunks.length; i++) s.write(chunks[i]!, i === chunks.length - 1 && dones.length > 0 ? finish : undefined);
     } catch (e) {
-      // write() after end, or a destroyed socket racing us: report through the callback.
-      once?.(e as Error);
-      ok = false;
+      // write() after end, or a destroyed socket racing us: report through the callbacks.
+      finish(e as Error);
     } finally {
       s.uncork();
     }
-    return ok;
-  }
+  };
 
   pauseReading(): void {
     this.socket.pause();
@@ -64,6 +93,8 @@ class TcpTransport implements StreamTransport {
   }
 
   end(): void {
+    // Queued chunks go out before the FIN.
+    if (this.scheduled) this.flush();
     this.socket.end();
   }
 
