@@ -42,7 +42,12 @@ describe('file I/O path (inline while fast, threadpool when slow)', () => {
     await io(pool, fd, 'read', Buffer.alloc(16), 0);
     expect(pool.inlineCalls).to.equal(0);
     const inline = new FileIoPath('inline');
-    const err = await io(inline, -1, 'read', Buffer.alloc(16), 0).catch((e: NodeJS.ErrnoException) => e);
-    expect((err as NodeJS.ErrnoException).code).to.equal('EBADF');
+    const dirFd = fs.openSync(tempDir(), 'r');
+    try {
+      const err = await io(inline, dirFd, 'read', Buffer.alloc(16), 0).catch((e: NodeJS.ErrnoException) => e);
+      expect((err as NodeJS.ErrnoException).code).to.equal('EISDIR');
+    } finally {
+      fs.closeSync(dirFd);
+    }
   });
 });
