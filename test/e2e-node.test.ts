@@ -59,3 +59,57 @@ describe('controller node with the default configuration (real libiscsi tools)',
     expect(await kura.stop('SIGTERM')).to.equal(0);
   });
 });
+
+describe('controller node configured with CHAP, mutual CHAP and an ACL (real libiscsi tools)', function () {
+  this.timeout(60000);
+  let kura: KuraProcess;
+  let port: number;
+  const iqn = 'iqn.2026-11.dev.kura:secure';
+  const host = 'iqn.2026-11.dev.example:host1';
+
+  before(async () => {
+    const dir = tempDir();
+    port = await freePort();
+    kura = await startKura({
+      dir,
+      config: {
+        node: { name: 'chap-test', dataDir: join(dir, 'data') },
+        portals: [{ host: '127.0.0.1', port }],
+        volumes: [{ name: 'v', size: '16MiB', backing: { type: 'memory' } }],
+        targets: [{
+          name: iqn, luns: [{ lun: 0, volume: 'v' }], acl: [host],
+          chap: { user: 'host1', secret: 'host1-secret-123' },
+          mutualChap: { user: 'kura', secret: 'kura-secret-4567' },
+        }],
+      },
+    });
+  });
+  after(async () => {
+    await kura?.stop();
+  });
+
+  const url = (user: string, secret: string) => `iscsi://${user}%${secret}@127.0.0.1:${port}/${iqn}/0`;
+
+  it('admits the right secret, with the target proving itself (mutual CHAP)', async () => {
+    const r = await run('iscsi-readcapacity16', ['-s', '-i', host, `${url('host1', 'host1-secret-123')}?target_user=kura&target_password=kura-secret-4567`]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.trim()).to.equal(String(16 * 2 ** 20));
+  });
+
+  it('refuses a wrong secret, a missing one, and an initiator the ACL does not list', async () => {
+    const wrong = await run('iscsi-inq', ['-i', host, url('host1', 'not-the-secret1')]);
+    expect(wrong.code).to.not.equal(0);
+    expect(wrong.stderr + wrong.stdout).to.match(/Authentication failure/i);
+    const none = await run('iscsi-inq', ['-i', host, `iscsi://127.0.0.1:${port}/${iqn}/0`]);
+    expect(none.code).to.not.equal(0);
+    const stranger = await run('iscsi-inq', ['-i', 'iqn.2026-11.dev.example:stranger', url('host1', 'host1-secret-123')]);
+    expect(stranger.code).to.not.equal(0);
+    expect(stranger.stderr + stranger.stdout).to.match(/Authorization failure|not allowed/i);
+  });
+
+  it('refuses an impostor target: the initiator rejects a wrong mutual CHAP answer', async () => {
+    const r = await run('iscsi-inq', ['-i', host, `${url('host1', 'host1-secret-123')}?target_user=kura&target_password=some-other-secret`]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr + r.stdout).to.match(/Invalid CHAP_R response from the target/);
+  });
+});

@@ -97,6 +97,8 @@ export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env
     }, opts.timeoutMs ?? 60000);
     child.on('error', (err) => { clearTimeout(timer); reject(err); });
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    // The tool may exit before reading its input: that is not the test's failure.
+    child.stdin.on('error', () => {});
     child.stdin.end(opts.input ?? '');
   });
 }
