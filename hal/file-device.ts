@@ -25,6 +25,7 @@ import { execFile } from 'node:child_process';
 import { basename, dirname } from 'node:path';
 import type { BlockDevice, DeviceOp, WriteOptions } from './block-device.js';
 import { DeviceError } from './block-device.js';
+import { FileIoPath, type FileIoMode } from './inline-io.js';
 
 export interface FileDeviceOptions {
   /** Device size in bytes. Default: the file's or block device's size. */
@@ -37,6 +38,8 @@ export interface FileDeviceOptions {
   readOnly?: boolean;
   /** Discards of at least this many bytes punch a hole instead of writing zeroes. */
   punchHoleThreshold?: number;
+  /** Where pread/pwrite run (hal/inline-io.ts): default 'auto' (inline while fast). */
+  io?: FileIoMode;
 }
 
 const ZERO_CHUNK = Buffer.alloc(1 << 20);
@@ -80,7 +83,7 @@ export async function openFileDevice(path: string, opts: FileDeviceOptions = {})
       throw new Error(`${path}: neither a regular file nor a block device`);
     }
     return new FileDevice(path, fd, size, writeCache && !opts.readOnly, !!opts.readOnly,
-      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD);
+      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD, new FileIoPath(opts.io ?? 'auto'));
   } catch (err) {
     fs.closeSync(fd);
     throw err;
@@ -105,6 +108,7 @@ class FileDevice implements BlockDevice {
     readonly volatileCache: boolean,
     private readonly readOnly: boolean,
     private readonly punchHoleThreshold: number,
+    private readonly io: FileIoPath,
   ) {
     this.name = `file:${path}`;
     this.fd = fd;
@@ -116,7 +120,7 @@ class FileDevice implements BlockDevice {
     return this.track(new Promise<void>((resolve, reject) => {
       const step = (done: number): void => {
         if (done === into.length) return resolve();
-        fs.read(this.fd, into, done, into.length - done, offset + done, (err, n) => {
+        this.io.read(this.fd, into, done, into.length - done, offset + done, (err, n) => {
           if (err) return reject(deviceError('read', offset, into.length, err));
           if (n === 0) {
             // Past the end of a regular file that was not extended: unwritten space reads as zeroes.
@@ -210,7 +214,7 @@ class FileDevice implements BlockDevice {
     return new Promise<void>((resolve, reject) => {
       const step = (done: number): void => {
         if (done === from.length) return resolve();
-        fs.write(this.fd, from, done, from.length - done, offset + done, (err, n) => {
+        this.io.write(this.fd, from, done, from.length - done, offset + done, (err, n) => {
           if (err) return reject(deviceError(op, reqOffset, reqLength, err));
           if (n === 0) return reject(new DeviceError(op, reqOffset, reqLength, 'EIO', `${op} made no progress at ${offset + done}`));
           step(done + n);
