@@ -6,6 +6,9 @@
 import net from 'node:net';
 import type { Network, StreamHandler, StreamListener, StreamTransport } from './transport.js';
 
+/** Gathered bytes past which a batch goes to the socket at once instead of at the turn's end. */
+const MAX_GATHER_BYTES = 256 * 1024;
+
 class TcpTransport implements StreamTransport {
   /**
    * Chunks written during this event-loop turn. Completions of different tasks arrive as separate
@@ -15,6 +18,7 @@ class TcpTransport implements StreamTransport {
    */
   private pending: Uint8Array[] = [];
   private pendingDone: ((err?: Error) => void)[] = [];
+  private pendingBytes = 0;
   private scheduled = false;
 
   constructor(private readonly socket: net.Socket) {}
@@ -41,14 +45,20 @@ class TcpTransport implements StreamTransport {
       if (done) queueMicrotask(() => done(new Error('socket closed')));
       return false;
     }
-    for (let i = 0; i < chunks.length; i++) this.pending.push(chunks[i]!);
+    for (let i = 0; i < chunks.length; i++) {
+      this.pending.push(chunks[i]!);
+      this.pendingBytes += chunks[i]!.length;
+    }
     if (done) this.pendingDone.push(done);
-    if (!this.scheduled) {
+    if (this.pendingBytes >= MAX_GATHER_BYTES) {
+      // A big batch gains nothing from waiting, and the producer must learn about a full socket
+      // now: hand it over, so that the socket's write() says false and owes us a 'drain'.
+      this.flush();
+    } else if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flush);
     }
     // Only the socket's own state: a 'drain' event is owed exactly when its write() said false.
-    // What is pending here is bounded by one turn's worth of PDUs (the CmdSN window).
     return !s.writableNeedDrain;
   }
 
@@ -58,6 +68,7 @@ class TcpTransport implements StreamTransport {
     const dones = this.pendingDone;
     this.pending = [];
     this.pendingDone = [];
+    this.pendingBytes = 0;
     const s = this.socket;
     let called = false;
     const finish = (err?: Error | null): void => {
