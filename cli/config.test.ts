@@ -50,6 +50,8 @@ describe('node configuration', () => {
     expect(problems({ ...good, volumes: [{ ...good.volumes[0], layout: 'mirror' }] }))
       .to.deep.equal(['volumes[0].layout: "mirror" needs at least two media in "media"']);
     expect(problems({ ...good, portals: [{ host: '127.0.0.1', port: 70000 }] })[0]).to.match(/^portals\[0\]\.port: /);
+    expect(problems({ ...good, portals: [{ host: '127.0.0.1', port: 3260, portalGroupTag: 0 }] })[0]).to.match(/^portals\[0\]\.portalGroupTag: /);
+    expect(validateConfig({ ...good, portals: [{ host: '127.0.0.1', port: 3260, portalGroupTag: 7 }] }, 'test.yaml', '/base').portals[0]!.portalGroupTag).to.equal(7);
     expect(problems({ ...good, bogus: 1 })[0]).to.match(/bogus/);
     expect(problems({ ...good, targets: [{ ...good.targets[0], chap: { user: 'u', secret: 'short' } }] })[0])
       .to.match(/^targets\[0\]\.chap\.secret: must be 12 to 16 characters/);
@@ -64,6 +66,22 @@ describe('node configuration', () => {
     writeFileSync(bad, '{ "portals": [ }');
     expect(() => loadConfig(bad)).to.throw(ConfigError, /bad\.json: invalid configuration:\n {2}- not valid JSON/);
     expect(() => loadConfig(join(dir, 'missing.yaml'))).to.throw(ConfigError, /cannot read/);
+  });
+
+  it('takes a node-wide digest policy and per-target overrides, naming a bad value\'s field', () => {
+    const c = validateConfig(good, 'x', '/base');
+    expect(c.digests).to.deep.equal({ header: 'optional', data: 'optional' });
+    expect(c.targets[0]!.digests).to.equal(undefined);
+    const forced = validateConfig({
+      ...good, digests: { header: 'required' }, targets: [{ ...good.targets[0], digests: { data: 'required' } }],
+    }, 'x', '/base');
+    expect(forced.digests).to.deep.equal({ header: 'required', data: 'optional' });
+    expect(forced.targets[0]!.digests).to.deep.equal({ data: 'required' });
+    expect(problems({ ...good, digests: { header: 'crc32c' } })).to.deep.equal(['digests.header: must be "none", "optional" or "required" (got "crc32c")']);
+    expect(problems({ ...good, targets: [{ ...good.targets[0], digests: { data: 'always', extra: 1 } }] })).to.have.members([
+      'targets[0].digests.data: must be "none", "optional" or "required" (got "always")',
+      'targets[0].digests: Unrecognized key: "extra"',
+    ]);
   });
 
   it('has a default of one 1 GiB file volume on 127.0.0.1:3260', () => {

@@ -82,6 +82,8 @@ const volumeSchema = z.object({
   scheduler: z.enum(['fifo', 'sstf']).default('fifo'),
   mediumQueueDepth: z.number().int().min(1).max(1024).default(32),
   readOnly: z.boolean().default(false),
+  /** Thin provisioned: UNMAP / WRITE SAME with UNMAP really deallocate; needs media that can. */
+  thin: z.boolean().default(false),
   serial: z.string().max(32).optional(),
 }).strict().superRefine((v, ctx) => {
   if ((v.backing === undefined) === (v.media === undefined)) {
@@ -96,6 +98,12 @@ const volumeSchema = z.object({
 });
 export type VolumeConfig = z.infer<typeof volumeSchema>;
 
+const digestPolicy = z.enum(['none', 'optional', 'required'], {
+  error: (issue) => `must be "none", "optional" or "required" (got ${JSON.stringify(issue.input)})`,
+});
+/** HeaderDigest / DataDigest: none = only None, optional = the initiator's choice, required = only CRC32C. */
+const digestsSchema = z.object({ header: digestPolicy.optional(), data: digestPolicy.optional() }).strict();
+
 const targetSchema = z.object({
   name: iqn,
   alias: z.string().optional(),
@@ -104,6 +112,8 @@ const targetSchema = z.object({
   acl: z.array(iqn).optional(),
   chap: chapSecret.optional(),
   mutualChap: chapSecret.optional(),
+  /** Overrides the node's `digests`, key by key. */
+  digests: digestsSchema.optional(),
 }).strict().superRefine((t, ctx) => {
   if (t.mutualChap && !t.chap) ctx.addIssue({ code: 'custom', path: ['mutualChap'], message: 'mutual CHAP needs "chap" too (the initiator authenticates first)' });
   const seen = new Set<number>();
@@ -122,11 +132,16 @@ export const nodeConfigSchema = z.object({
   portals: z.array(z.object({
     host: z.string().min(1),
     port: z.number().int().min(0).max(65535).default(3260),
+    /** Target portal group = SCSI target port (ALUA, reservations); default: position in the list, from 1. */
+    portalGroupTag: z.number().int().min(1).max(65535).optional(),
   }).strict()).min(1),
   bufferMemory: size.default(256 * 2 ** 20),
   volumes: z.array(volumeSchema).min(1),
   targets: z.array(targetSchema).min(1),
   discoveryChap: chapSecret.optional(),
+  /** Digest policy of discovery sessions and of every target that sets none. */
+  digests: z.object({ header: digestPolicy.default('optional'), data: digestPolicy.default('optional') }).strict()
+    .default({ header: 'optional', data: 'optional' }),
   nopInInterval: z.number().min(0).default(5000),
   log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).strict().default({ level: 'info' }),
 }).strict().superRefine((c, ctx) => {

@@ -14,12 +14,15 @@ import { openFileDevice } from '../hal/file-device.js';
 import { MemoryDevice } from '../hal/memory-device.js';
 import { connectNbd } from '../hal/nbd-device.js';
 import { startStorageDaemon } from '../hal/qemu-storage-daemon.js';
+import { JsonStateStore } from '../hal/state-store.js';
 import { tcpNetwork } from '../hal/tcp.js';
 import type { StreamListener } from '../hal/transport.js';
 import { createController } from '../firmware/controller.js';
 import type { Volume } from '../firmware/volume.js';
 import { ScsiDeviceServer, type LogicalUnitConfig } from '../target/scsi/device-server.js';
+import { LuRegistry } from '../target/scsi/lu-registry.js';
 import { IscsiServer } from '../target/iscsi/iscsi-server.js';
+import type { ReservationStore } from '../target/scsi/reservations.js';
 import type { BackingConfig, NodeConfig, VolumeConfig } from './config.js';
 
 export interface RunningNode {
@@ -36,10 +39,10 @@ interface OpenedMedium {
   after?: () => Promise<void>;
 }
 
-async function openMedium(backing: BackingConfig, name: string, size: number, runDir: string): Promise<OpenedMedium> {
+async function openMedium(backing: BackingConfig, name: string, size: number, runDir: string, logger: Logger): Promise<OpenedMedium> {
   switch (backing.type) {
     case 'file':
-      return { device: await openFileDevice(backing.path, { size, create: true, writeCache: backing.writeCache, io: backing.io }) };
+      return { device: await openFileDevice(backing.path, { size, create: true, writeCache: backing.writeCache, io: backing.io, logger }) };
     case 'memory':
       return { device: new MemoryDevice(name, size) };
     case 'nbd':
@@ -72,6 +75,12 @@ function identity(nodeName: string, v: VolumeConfig): { serial: string; naa: big
   return { serial: v.serial ?? `KURA${digest.toString('hex').slice(0, 16).toUpperCase()}`, naa };
 }
 
+/** APTPL state of one target's LUNs: <dataDir>/state/pr-<target>-lun<n>.json. */
+function reservationStore(states: JsonStateStore, targetName: string): ReservationStore {
+  const name = (lun: number) => `pr-${encodeURIComponent(targetName)}-lun${lun}`;
+  return { load: (lun) => states.load(name(lun)), save: (lun, data) => states.save(name(lun), data) };
+}
+
 export async function startControllerNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
   mkdirSync(config.node.dataDir, { recursive: true });
   const runDir = join(config.node.dataDir, 'run');
@@ -93,7 +102,7 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
       const size = mediumSize(v, backings.length);
       const media: BlockDevice[] = [];
       for (const [i, b] of backings.entries()) {
-        const m = await openMedium(b, backings.length > 1 ? `${v.name}.${i}` : v.name, size, runDir);
+        const m = await openMedium(b, backings.length > 1 ? `${v.name}.${i}` : v.name, size, runDir, logger.child({ volume: v.name }));
         opened.push(m);
         if (m.device.size < size) {
           throw new Error(`volume "${v.name}": medium ${i} (${m.device.name}) holds ${m.device.size} bytes, the volume needs ${size}`);
@@ -118,32 +127,60 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
   }
 
   const volumeConfigs = new Map(config.volumes.map((v) => [v.name, v]));
-  const iscsi = new IscsiServer({
-    clock: systemClock,
-    logger: logger.child({ module: 'iscsi' }),
-    portals: config.portals,
-    discoveryChap: config.discoveryChap,
-    nopInIntervalMs: config.nopInInterval,
-    targets: config.targets.map((t) => {
+  // Each portal is its own target portal group, i.e. its own SCSI target port, unless told otherwise.
+  const portals = config.portals.map((p, i) => ({ host: p.host, port: p.port, portalGroupTag: p.portalGroupTag ?? i + 1 }));
+  const targetPorts = [...new Set(portals.map((p) => p.portalGroupTag))];
+  const states = new JsonStateStore(join(config.node.dataDir, 'state'));
+  const deviceServers: ScsiDeviceServer[] = [];
+  // EXTENDED COPY reaches every LU of the node, whichever target the command came through.
+  const copyTargets = new LuRegistry();
+  try {
+    for (const t of config.targets) {
       const luns = new Map<number, LogicalUnitConfig>();
       for (const l of t.luns) {
         const id = identity(config.node.name, volumeConfigs.get(l.volume)!);
-        luns.set(l.lun, { volume: volumes.get(l.volume)!, serial: id.serial, naa: id.naa });
+        const v = volumeConfigs.get(l.volume)!;
+        const volume = volumes.get(l.volume)!;
+        if (v.thin && !volume.canDiscard) {
+          throw new Error(`volume "${v.name}": thin provisioning needs media that deallocate on discard, and ${v.media ? 'one of its media' : 'its medium'} cannot (see the log above)`);
+        }
+        luns.set(l.lun, { volume, serial: id.serial, naa: id.naa, thin: v.thin });
       }
-      return {
-        name: t.name,
-        alias: t.alias,
-        allowedInitiators: t.acl,
-        chap: t.chap,
-        mutualChap: t.mutualChap,
-        deviceServer: new ScsiDeviceServer({ luns, targetName: t.name, clock: systemClock, logger: logger.child({ module: 'scsi', target: t.name }) }),
-      };
-    }),
+      const ds = new ScsiDeviceServer({
+        luns, targetName: t.name, clock: systemClock, logger: logger.child({ module: 'scsi', target: t.name }),
+        targetPorts, reservationStore: reservationStore(states, t.name), copyTargets,
+      });
+      await ds.restore().catch((err: Error) => {
+        throw new Error(`${err.message} (APTPL state is kept in ${states.dir})`, { cause: err });
+      });
+      deviceServers.push(ds);
+    }
+  } catch (err) {
+    await controller.close();
+    await closeMedia();
+    throw err;
+  }
+  const iscsi = new IscsiServer({
+    clock: systemClock,
+    logger: logger.child({ module: 'iscsi' }),
+    portals,
+    discoveryChap: config.discoveryChap,
+    digests: config.digests,
+    nopInIntervalMs: config.nopInInterval,
+    targets: config.targets.map((t, i) => ({
+      name: t.name,
+      alias: t.alias,
+      allowedInitiators: t.acl,
+      chap: t.chap,
+      mutualChap: t.mutualChap,
+      digests: t.digests,
+      deviceServer: deviceServers[i]!,
+    })),
   });
 
   const listeners: StreamListener[] = [];
   try {
-    for (const p of config.portals) listeners.push(await tcpNetwork.listen(p.host, p.port, (t) => iscsi.accept(t)));
+    for (const p of portals) listeners.push(await tcpNetwork.listen(p.host, p.port, (t) => iscsi.accept(t, p.portalGroupTag)));
   } catch (err) {
     for (const l of listeners) await l.close();
     await controller.close();

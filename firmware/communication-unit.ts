@@ -10,10 +10,11 @@
  * of reception". attachPeer() is where such a link will be plugged in; the processing sequencer
  * will drive it (E3: complete a host write once both the local medium and the relay are done).
  */
+import { allocationStatus } from './allocation.js';
 import type { CommandId, ProcessingSequencer } from './processing-sequencer.js';
 import { ControllerClosedError } from './processing-sequencer.js';
 import type { StorageUnit, StorageUnitStats } from './storage-unit.js';
-import type { ReadResult, Volume, WriteReservation } from './volume.js';
+import type { AllocationExtent, ReadResult, Volume, WriteReservation } from './volume.js';
 
 /** A volume as this controller serves it: the Volume interface, plus discard and identifiers. */
 export interface ControllerVolume extends Volume {
@@ -23,6 +24,7 @@ export interface ControllerVolume extends Volume {
   prepareWrite(lba: number, blocks: number): Promise<WriteReservation & CommandId>;
   read(lba: number, blocks: number): Promise<ReadResult & CommandId>;
   discard(lba: number, blocks: number): Promise<void>;
+  allocationStatus(lba: number, blocks: number): Promise<AllocationExtent[]>;
   stats(): StorageUnitStats;
 }
 
@@ -125,6 +127,12 @@ class HostVolume implements ControllerVolume {
     const err = this.check(lba, blocks, true, false);
     if (err) return Promise.reject(err);
     return this.sequencer.discard(this.unit, this.comm.unitId, this.comm.nextIssue(), lba, blocks);
+  }
+
+  allocationStatus(lba: number, blocks: number): Promise<AllocationExtent[]> {
+    const err = this.check(lba, blocks, false, false);
+    if (err) return Promise.reject(err);
+    return allocationStatus(this.unit, lba, blocks);
   }
 
   stats(): StorageUnitStats {

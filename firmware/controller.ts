@@ -127,7 +127,7 @@ class StorageController implements Controller {
     const scheduler = new IoScheduler({ media: o.media, blockSize: o.blockSize, policy: o.scheduler, depth, ageLimit: o.sstfAgeLimit, logger });
     const unit = new StorageUnit(
       o.name, o.blockSize, o.blockCount, layout, scheduler, o.readOnly === true, maxTransferBlocks,
-      o.media.some((m) => m.volatileCache), o.media.every((m) => m.canDiscard), logger,
+      o.media.some((m) => m.volatileCache), o.media.every((m) => m.canDiscard), logger, o.media,
     );
     this.units.push(unit);
     for (const m of o.media) this.mediaInUse.add(m);

@@ -3,6 +3,7 @@
  * its IO scheduler (one per storage unit, [0052]) and its counters. Plain state: the processing
  * sequencer drives it, the communication unit exposes it.
  */
+import type { BlockDevice } from '../hal/block-device.js';
 import type { Logger } from '../hal/types.js';
 import type { IoScheduler, MediumStats } from './io-scheduler.js';
 import type { Layout } from './layout.js';
@@ -45,6 +46,8 @@ export class StorageUnit {
     readonly writeCache: boolean,
     readonly canDiscard: boolean,
     readonly logger: Logger,
+    /** The recording media, indexed as the layout numbers them (allocation queries only). */
+    readonly media: readonly BlockDevice[],
   ) {}
 
   stats(): StorageUnitStats {

@@ -32,6 +32,18 @@ export interface Volume {
   discard?(lba: number, blocks: number): Promise<void>;
   /** True when discard() really deallocates on every medium (thin provisioning: LBPU/LBPME). */
   readonly canDiscard?: boolean;
+  /**
+   * Optional (GET LBA STATUS): which blocks of [lba, lba+blocks) hold allocated storage, as
+   * extents that cover the range in order, adjacent extents differing in `mapped`.
+   */
+  allocationStatus?(lba: number, blocks: number): Promise<AllocationExtent[]>;
+}
+
+/** A run of blocks that are all mapped (allocated) or all deallocated. */
+export interface AllocationExtent {
+  readonly lba: number;
+  readonly blocks: number;
+  readonly mapped: boolean;
 }
 
 export interface WriteReservation {

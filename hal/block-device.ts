@@ -26,6 +26,11 @@ export interface BlockDevice {
   flush(): Promise<void>;
   /** Deallocate a range; reads of it return zeroes afterwards. */
   discard(offset: number, length: number): Promise<void>;
+  /**
+   * Optional: which bytes of [offset, offset+length) hold allocated storage, as ascending
+   * [start, end) ranges (GET LBA STATUS). A device without it counts as fully allocated.
+   */
+  allocated?(offset: number, length: number): Promise<Array<[number, number]>>;
   close(): Promise<void>;
 }
 

@@ -14,11 +14,12 @@
  * the device therefore stays failed ("poisoned") for every later flush and FUA write, instead
  * of telling the initiator that data it never stored is durable.
  *
- * Discard: Node does not expose fallocate(2) and the registry has no maintained binding with
- * prebuilt binaries (fs-ext and its forks offer flock/fcntl/seek only), so small ranges are
- * overwritten with zeroes and large ones are punched with util-linux `fallocate --punch-hole`
- * (one process spawn, cheaper than writing megabytes). Since small discards do not deallocate,
- * canDiscard is false. TODO: a native fallocate binding would make every discard a real hole.
+ * Discard: a regular file gets a real hole, fallocate(2) PUNCH_HOLE|KEEP_SIZE through libc
+ * (hal/sparse-file.ts), and allocated() answers from lseek SEEK_DATA/SEEK_HOLE; canDiscard is
+ * true when a probe punch at open succeeded. Otherwise (no FFI, a file system without hole
+ * punching, a block device) discard still leaves zeroes, but canDiscard is false and the log
+ * says why: small ranges are overwritten with zeroes, large ones punched with util-linux
+ * `fallocate --punch-hole` (one process spawn, cheaper than writing megabytes).
  */
 import fs from 'node:fs';
 import { execFile } from 'node:child_process';
@@ -26,6 +27,8 @@ import { basename, dirname } from 'node:path';
 import type { BlockDevice, DeviceOp, WriteOptions } from './block-device.js';
 import { DeviceError } from './block-device.js';
 import { FileIoPath, type FileIoMode } from './inline-io.js';
+import { loadSparseFileOps, type SparseFileOps } from './sparse-file.js';
+import { nullLogger, type Logger } from './types.js';
 
 export interface FileDeviceOptions {
   /** Device size in bytes. Default: the file's or block device's size. */
@@ -36,10 +39,14 @@ export interface FileDeviceOptions {
   writeCache?: boolean;
   /** Open O_RDONLY: every write and discard fails with EBADF. */
   readOnly?: boolean;
-  /** Discards of at least this many bytes punch a hole instead of writing zeroes. */
+  /** Without hole punching: discards of at least this many bytes spawn `fallocate` instead of writing zeroes. */
   punchHoleThreshold?: number;
+  /** Default true; false never punches holes through libc (the fallback below, e.g. to test it). */
+  punchHoles?: boolean;
   /** Where pread/pwrite run (hal/inline-io.ts): default 'auto' (inline while fast). */
   io?: FileIoMode;
+  /** Says once, at open, when discards cannot deallocate. */
+  logger?: Logger;
 }
 
 const ZERO_CHUNK = Buffer.alloc(1 << 20);
@@ -82,17 +89,38 @@ export async function openFileDevice(path: string, opts: FileDeviceOptions = {})
     } else {
       throw new Error(`${path}: neither a regular file nor a block device`);
     }
+    const sparse = st.isFile() && opts.punchHoles !== false ? await sparseOps(path, fd, Number(st.size), !!opts.readOnly, opts.logger ?? nullLogger) : null;
     return new FileDevice(path, fd, size, writeCache && !opts.readOnly, !!opts.readOnly,
-      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD, new FileIoPath(opts.io ?? 'auto'));
+      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD, sparse, new FileIoPath(opts.io ?? 'auto'));
   } catch (err) {
     fs.closeSync(fd);
     throw err;
   }
 }
 
+/**
+ * The hole-punching calls when they work on this file: a probe punch past the end of the file
+ * (KEEP_SIZE: nothing changes) fails the way a real one would on a file system without support.
+ */
+async function sparseOps(path: string, fd: number, fileSize: number, readOnly: boolean, logger: Logger): Promise<SparseFileOps | null> {
+  const support = await loadSparseFileOps();
+  if ('unavailable' in support) {
+    logger.warn({ path, reason: support.unavailable }, 'hole punching unavailable: discards write zeroes, the volume cannot be thin provisioned');
+    return null;
+  }
+  if (readOnly) return support.ops;
+  try {
+    await support.ops.punchHole(fd, fileSize, 4096);
+    return support.ops;
+  } catch (err) {
+    logger.warn({ path, err: (err as Error).message }, 'the file system cannot punch holes: discards write zeroes, the volume cannot be thin provisioned');
+    return null;
+  }
+}
+
 class FileDevice implements BlockDevice {
   readonly name: string;
-  readonly canDiscard = false;
+  readonly canDiscard: boolean;
   private fd: number;
   private closed = false;
   private inFlight = 0;
@@ -108,10 +136,12 @@ class FileDevice implements BlockDevice {
     readonly volatileCache: boolean,
     private readonly readOnly: boolean,
     private readonly punchHoleThreshold: number,
+    private readonly sparse: SparseFileOps | null,
     private readonly io: FileIoPath,
   ) {
     this.name = `file:${path}`;
     this.fd = fd;
+    this.canDiscard = sparse !== null && !readOnly;
   }
 
   read(offset: number, into: Uint8Array): Promise<void> {
@@ -172,6 +202,12 @@ class FileDevice implements BlockDevice {
     if (this.readOnly) throw new DeviceError('discard', offset, length, 'EBADF', `${this.name} is read-only`);
     if (length === 0) return;
     await this.track((async () => {
+      if (this.canDiscard) {
+        await this.sparse!.punchHole(this.fd, offset, length).catch((e: NodeJS.ErrnoException) => { throw deviceError('discard', offset, length, e); });
+        // fallocate is no write(2): O_DSYNC does not make the hole durable.
+        if (!this.volatileCache) await fdatasync(this.fd).catch((e) => { throw deviceError('discard', offset, length, e); });
+        return;
+      }
       if (length >= this.punchHoleThreshold && await punchHole(`/proc/${process.pid}/fd/${this.fd}`, offset, length)) {
         // The hole was made through another open file description; O_DSYNC does not cover it.
         if (!this.volatileCache) await fdatasync(this.fd).catch((e) => { throw deviceError('discard', offset, length, e); });
@@ -184,6 +220,17 @@ class FileDevice implements BlockDevice {
       }
       await Promise.all(writes);
     })());
+  }
+
+  async allocated(offset: number, length: number): Promise<Array<[number, number]>> {
+    const bad = this.check('read', offset, length);
+    if (bad) throw bad;
+    if (!this.sparse) return length > 0 ? [[offset, offset + length]] : [];
+    try {
+      return this.sparse.dataRanges(this.fd, offset, offset + length);
+    } catch (e) {
+      throw deviceError('read', offset, length, e as NodeJS.ErrnoException);
+    }
   }
 
   async close(): Promise<void> {

@@ -40,6 +40,18 @@ describe('MemoryDevice', () => {
     }
   });
 
+  it('reports allocated chunks, clipped to the range asked and merged when adjacent', async () => {
+    const C = MEMORY_CHUNK_BYTES;
+    const d = new MemoryDevice('m', 8 * C);
+    expect(await d.allocated(0, 8 * C)).to.deep.equal([]);
+    await d.write(C + 10, Buffer.alloc(2 * C, 1));
+    await d.write(6 * C, Buffer.alloc(1, 1));
+    expect(await d.allocated(0, 8 * C)).to.deep.equal([[C, 4 * C], [6 * C, 7 * C]]);
+    expect(await d.allocated(2 * C + 5, 5 * C)).to.deep.equal([[2 * C + 5, 4 * C], [6 * C, 7 * C]]);
+    await d.discard(2 * C, C);
+    expect(await d.allocated(0, 8 * C)).to.deep.equal([[C, 2 * C], [3 * C, 4 * C], [6 * C, 7 * C]]);
+  });
+
   it('rejects out-of-range and post-close operations with DeviceError', async () => {
     const d = new MemoryDevice('m', 8192);
     const err = await d.read(8000, Buffer.alloc(512)).then(() => null, (e: unknown) => e);

@@ -54,6 +54,23 @@ export class MemoryDevice implements BlockDevice {
     return RESOLVED;
   }
 
+  /** Chunk-granular: a chunk once written stays allocated until a discard covers all of it. */
+  allocated(offset: number, length: number): Promise<Array<[number, number]>> {
+    const err = this.check('read', offset, length);
+    if (err) return Promise.reject(err);
+    const out: Array<[number, number]> = [];
+    const end = offset + length;
+    for (let index = Math.floor(offset / MEMORY_CHUNK_BYTES); index * MEMORY_CHUNK_BYTES < end; index++) {
+      if (!this.chunks.has(index)) continue;
+      const from = Math.max(offset, index * MEMORY_CHUNK_BYTES);
+      const to = Math.min(end, (index + 1) * MEMORY_CHUNK_BYTES);
+      const last = out[out.length - 1];
+      if (last && last[1] === from) last[1] = to;
+      else out.push([from, to]);
+    }
+    return Promise.resolve(out);
+  }
+
   close(): Promise<void> {
     this.closed = true;
     this.chunks.clear();

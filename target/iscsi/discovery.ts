@@ -29,7 +29,7 @@ export function formatTargetAddress(portal: Portal, tpgt: number, localAddress: 
 function describe(t: IscsiTargetDefinition, ctx: SendTargetsContext, out: TextPairs): void {
   out.push(['TargetName', t.name]);
   for (const p of ctx.config.portals) {
-    out.push(['TargetAddress', formatTargetAddress(p, ctx.config.portalGroupTag, ctx.localAddress)]);
+    out.push(['TargetAddress', formatTargetAddress(p, p.portalGroupTag ?? ctx.config.portalGroupTag, ctx.localAddress)]);
   }
 }
 

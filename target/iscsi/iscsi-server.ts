@@ -10,7 +10,7 @@ import type { ChapCredentials } from './chap.js';
 import { ConnectionRegistry, IscsiConnection } from './connection.js';
 import type { IscsiTargetDefinition, Portal, ServerConfig } from './context.js';
 import type { LoginResult } from './login.js';
-import { DEFAULT_LIMITS, TargetLimits } from './params.js';
+import { DEFAULT_DIGESTS, DEFAULT_LIMITS, DigestPolicies, TargetLimits } from './params.js';
 import { LoginStatus } from './pdu.js';
 import { Session } from './session.js';
 
@@ -20,9 +20,9 @@ export interface IscsiServerOptions {
   clock: Clock;
   logger: Logger;
   targets: IscsiTargetDefinition[];
-  /** Advertised in SendTargets TargetAddress. */
+  /** Advertised in SendTargets TargetAddress, each with its portal group tag. */
   portals: Portal[];
-  /** Default 1. */
+  /** Tag of portals that name none, and of accept() without one; default 1. */
   portalGroupTag?: number;
   discoveryChap?: ChapCredentials;
   /** Target-initiated NOP-In interval; default 5000, 0 disables. */
@@ -31,6 +31,8 @@ export interface IscsiServerOptions {
   queueDepth?: number;
   /** Our side of the negotiation (MaxRecvDataSegmentLength, bursts, R2Ts...). */
   limits?: Partial<TargetLimits>;
+  /** HeaderDigest/DataDigest policy of discovery sessions and of targets that set none; default optional/optional. */
+  digests?: Partial<DigestPolicies>;
   /** Default 15000. */
   loginTimeoutMs?: number;
   /** Bound on waiting for running tasks at logout and shutdown; default 5000. */
@@ -49,6 +51,8 @@ export interface SessionInfo {
 
 export class IscsiServer {
   private readonly config: ServerConfig;
+  /** The config each connection sees: the server's, with its portal group's tag. */
+  private readonly portalConfigs = new Map<number, ServerConfig>();
   private readonly table = new Map<number, Session>();
   private readonly connections = new Set<IscsiConnection>();
   private readonly registry: ConnectionRegistry;
@@ -63,17 +67,36 @@ export class IscsiServer {
       if (byName.has(key)) throw new Error(`duplicate iSCSI target ${t.name}`);
       byName.set(key, t);
     }
+    const defaultTag = options.portalGroupTag ?? 1;
+    const portals = options.portals.map((p) => ({ ...p, portalGroupTag: p.portalGroupTag ?? defaultTag }));
+    for (const p of portals) {
+      if (!Number.isInteger(p.portalGroupTag) || p.portalGroupTag < 1 || p.portalGroupTag > 0xffff) {
+        throw new Error(`portal ${p.host}:${p.port}: portal group tag ${p.portalGroupTag} is not 1..65535`);
+      }
+    }
+    const digests: DigestPolicies = {
+      header: options.digests?.header ?? DEFAULT_DIGESTS.header,
+      data: options.digests?.data ?? DEFAULT_DIGESTS.data,
+    };
+    for (const [where, d] of [['server', digests], ...options.targets.map((t) => [`target ${t.name}`, t.digests ?? {}] as const)] as const) {
+      for (const [key, policy] of Object.entries(d)) {
+        if (policy !== undefined && policy !== 'none' && policy !== 'optional' && policy !== 'required') {
+          throw new Error(`${where}: digests.${key} must be none, optional or required, not ${String(policy)}`);
+        }
+      }
+    }
     const queueDepth = options.queueDepth ?? 128;
     if (!(queueDepth >= 1 && queueDepth <= 65536)) throw new Error(`bad queueDepth ${queueDepth}`);
     this.config = {
       clock: options.clock,
       logger: options.logger.child({ module: 'iscsi' }),
-      portals: options.portals,
-      portalGroupTag: options.portalGroupTag ?? 1,
+      portals,
+      portalGroupTag: defaultTag,
       discoveryChap: options.discoveryChap,
       nopInIntervalMs: options.nopInIntervalMs ?? 5000,
       queueDepth,
       limits: { ...DEFAULT_LIMITS, ...options.limits },
+      digests,
       loginTimeoutMs: options.loginTimeoutMs ?? 15000,
       drainTimeoutMs: options.drainTimeoutMs ?? 5000,
       maxHeldBytes: options.maxHeldBytes ?? 16 * 1024 * 1024,
@@ -94,11 +117,26 @@ export class IscsiServer {
         this.connections.delete(c);
       },
     };
+    // PREEMPT AND ABORT: the device server decides whose tasks go, the sessions own them.
+    for (const t of options.targets) {
+      t.deviceServer.attach?.({
+        abortTasks: (lun, nexusIds) => {
+          for (const s of this.table.values()) {
+            if (s.target === t && nexusIds.has(s.nexus.id)) s.abortTasks((task) => task.lun === lun, true);
+          }
+        },
+      });
+    }
   }
 
-  /** Take over one accepted stream (one TCP connection). */
-  accept(transport: StreamTransport): StreamHandler {
-    const conn = new IscsiConnection(this.config, this.registry, transport);
+  /** Take over one accepted stream (one TCP connection) that arrived on portal group `portalGroupTag`. */
+  accept(transport: StreamTransport, portalGroupTag = this.config.portalGroupTag): StreamHandler {
+    let config = this.portalConfigs.get(portalGroupTag);
+    if (!config) {
+      config = portalGroupTag === this.config.portalGroupTag ? this.config : { ...this.config, portalGroupTag };
+      this.portalConfigs.set(portalGroupTag, config);
+    }
+    const conn = new IscsiConnection(config, this.registry, transport);
     this.connections.add(conn);
     return conn;
   }
@@ -127,7 +165,8 @@ export class IscsiServer {
     if (r.tsih !== 0) {
       // Joining an existing session: with MaxConnections=1 only connection reinstatement (same CID).
       const s = this.table.get(r.tsih);
-      if (!s || s.initiatorName !== r.initiatorName || !s.isid.equals(r.isid) || s.target !== r.target || s.type !== r.sessionType) {
+      if (!s || s.initiatorName !== r.initiatorName || !s.isid.equals(r.isid) || s.target !== r.target || s.type !== r.sessionType
+        || s.portalGroupTag !== r.portalGroupTag) {
         return { status: LoginStatus.SESSION_DOES_NOT_EXIST, reason: `no session with TSIH ${r.tsih}` };
       }
       if (s.connection && s.connection.cid !== r.cid) {
@@ -136,9 +175,11 @@ export class IscsiServer {
       s.replaceConnection(conn, r.cmdSN, r.params);
       return s;
     }
-    // Session reinstatement (§6.3.5): same initiator port (name + ISID) to the same target.
+    // Session reinstatement (§6.3.5): same initiator port (name + ISID) to the same target port
+    // (portal group); through another portal group it is another I_T nexus, left alone.
     for (const s of [...this.table.values()]) {
-      if (s.initiatorName === r.initiatorName && s.isid.equals(r.isid) && s.target === r.target && s.type === r.sessionType) {
+      if (s.initiatorName === r.initiatorName && s.isid.equals(r.isid) && s.target === r.target && s.type === r.sessionType
+        && s.portalGroupTag === r.portalGroupTag) {
         s.close('reinstated by a new login');
       }
     }

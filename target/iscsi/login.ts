@@ -20,6 +20,8 @@ export interface LoginResult {
   isid: Buffer;
   /** The TSIH the initiator sent: 0 for a new session. */
   tsih: number;
+  /** Tag of the portal group the login came through. */
+  portalGroupTag: number;
   cid: number;
   cmdSN: number;
   params: OperationalParams;
@@ -136,6 +138,10 @@ export class LoginNegotiation {
         else this.authenticated = true;
       }
     }
+    if (go && nsg === Stage.FULL_FEATURE) {
+      const missing = this.negotiator.missingDigests();
+      if (missing.length > 0) return reject(LoginStatus.MISSING_PARAMETER, `this target requires CRC32C; ${missing.join(' and ')} not offered`);
+    }
     if ((go && nsg === Stage.FULL_FEATURE) || this.stage === Stage.OPERATIONAL) this.declare(answers);
     if (!go) return { kind: 'respond', transit: false, csg, nsg: 0, text: encodeText(answers) };
     if (nsg === Stage.OPERATIONAL) {
@@ -154,6 +160,7 @@ export class LoginNegotiation {
         target: id.target,
         isid: this.first.isid,
         tsih: this.first.tsih,
+        portalGroupTag: this.config.portalGroupTag,
         cid: this.first.cid,
         cmdSN: this.first.cmdSN,
         params: this.negotiator.finish(),
@@ -169,6 +176,7 @@ export class LoginNegotiation {
     if (st !== 'Normal' && st !== 'Discovery') return reject(LoginStatus.SESSION_TYPE_UNSUPPORTED, `SessionType=${st}`);
     this.negotiator.setSessionType(st);
     let target: IscsiTargetDefinition | undefined;
+    let digests = this.config.digests;
     if (st === 'Normal') {
       const name = keys.get('TargetName');
       if (!name) return reject(LoginStatus.MISSING_PARAMETER, 'no TargetName');
@@ -177,12 +185,14 @@ export class LoginNegotiation {
       if (!targetAllows(target, initiator)) return reject(LoginStatus.NOT_ALLOWED, `${initiator} not allowed on ${name}`);
       this.chapRequired = target.chap;
       this.chapMutual = target.mutualChap;
+      digests = { header: target.digests?.header ?? digests.header, data: target.digests?.data ?? digests.data };
     } else {
       this.chapRequired = this.config.discoveryChap;
     }
     if (this.chapRequired && this.stage !== Stage.SECURITY) {
       return reject(LoginStatus.AUTH_FAILURE, 'authentication required but login skipped the security stage');
     }
+    this.negotiator.setDigests(digests);
     this.identity = { type: st, initiator, alias: keys.get('InitiatorAlias'), target };
     return undefined;
   }

@@ -74,6 +74,23 @@ export function rfcDefaults(): OperationalParams {
 
 export type SessionType = 'Discovery' | 'Normal';
 
+/**
+ * What the target accepts for one digest key: only None, whichever the initiator prefers of the
+ * two (the RFC's list negotiation), or only CRC32C. A forced policy the initiator cannot meet ends
+ * the login (a NegotiationError) instead of quietly falling back.
+ */
+export type DigestPolicy = 'none' | 'optional' | 'required';
+
+export interface DigestPolicies {
+  header: DigestPolicy;
+  data: DigestPolicy;
+}
+
+export const DEFAULT_DIGESTS: DigestPolicies = { header: 'optional', data: 'optional' };
+
+const DIGEST_KEYS: Record<keyof DigestPolicies, string> = { header: 'HeaderDigest', data: 'DataDigest' };
+const ACCEPTED: Record<DigestPolicy, readonly string[]> = { none: ['None'], optional: ['CRC32C', 'None'], required: ['CRC32C'] };
+
 /** A key negotiated twice in one login: the RFC makes that a login failure (initiator error). */
 export class NegotiationError extends Error {
   constructor(message: string) {
@@ -84,7 +101,7 @@ export class NegotiationError extends Error {
 
 type Setter<T> = (p: OperationalParams, v: T) => void;
 type Rule =
-  | { kind: 'digest'; set: Setter<boolean> }
+  | { kind: 'digest'; which: keyof DigestPolicies; set: Setter<boolean> }
   | { kind: 'min' | 'max'; lo: number; hi: number; ours: (l: TargetLimits) => number; set?: Setter<number> }
   | { kind: 'or' | 'and'; ours: (l: TargetLimits) => boolean; set: Setter<boolean> }
   | { kind: 'declare'; lo: number; hi: number; set: Setter<number> }
@@ -103,8 +120,8 @@ interface KeyDef {
 
 const MAX24 = 0xffffff;
 const KEYS: Record<string, KeyDef> = {
-  HeaderDigest: { rule: { kind: 'digest', set: (p, v) => { p.headerDigest = v; } } },
-  DataDigest: { rule: { kind: 'digest', set: (p, v) => { p.dataDigest = v; } } },
+  HeaderDigest: { rule: { kind: 'digest', which: 'header', set: (p, v) => { p.headerDigest = v; } } },
+  DataDigest: { rule: { kind: 'digest', which: 'data', set: (p, v) => { p.dataDigest = v; } } },
   MaxRecvDataSegmentLength: {
     rule: { kind: 'declare', lo: 512, hi: MAX24, set: (p, v) => { p.initiatorMaxRecvDataSegmentLength = v; } },
     anyPhase: true,
@@ -157,6 +174,7 @@ const yesNo = (b: boolean): string => (b ? 'Yes' : 'No');
 
 export class ParamNegotiator {
   private readonly seen = new Set<string>();
+  private digests: DigestPolicies = DEFAULT_DIGESTS;
 
   /** `params` is updated in place: a fresh default set at login, the session's own in full feature phase. */
   constructor(
@@ -167,6 +185,23 @@ export class ParamNegotiator {
 
   setSessionType(t: SessionType): void {
     this.sessionType = t;
+  }
+
+  /** The digest policy of the target (or, for discovery, the node) the login turned out to be for. */
+  setDigests(d: DigestPolicies): void {
+    this.digests = d;
+  }
+
+  /**
+   * Digest keys a 'required' policy needs that the initiator never offered (so they would stay
+   * None). Checked when the login moves to the full feature phase.
+   */
+  missingDigests(): string[] {
+    const out: string[] = [];
+    for (const which of ['header', 'data'] as const) {
+      if (this.digests[which] === 'required' && !this.seen.has(DIGEST_KEYS[which])) out.push(DIGEST_KEYS[which]);
+    }
+    return out;
   }
 
   /**
@@ -188,12 +223,17 @@ export class ParamNegotiator {
     const p = this.params;
     switch (rule.kind) {
       case 'digest': {
+        const policy = this.digests[rule.which];
+        const accepted = ACCEPTED[policy];
         for (const v of value.split(',')) {
-          if (v === 'CRC32C' || v === 'None') {
+          if (accepted.includes(v)) {
             rule.set(p, v === 'CRC32C');
             return v;
           }
         }
+        // §6.2.1: with no acceptable value the acceptor may answer Reject or end the negotiation.
+        // A forced policy ends it, so that the initiator learns why instead of running without.
+        if (policy !== 'optional') throw new NegotiationError(`${key}=${value}: this target requires ${accepted[0]}`);
         return 'Reject';
       }
       case 'list': {

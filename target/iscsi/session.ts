@@ -5,7 +5,7 @@
  */
 import type { Timer } from '../../hal/clock.js';
 import type { Logger } from '../../hal/types.js';
-import type { DeviceServer, Nexus } from '../scsi/task.js';
+import { nexusId, type DeviceServer, type Nexus } from '../scsi/task.js';
 import type { IscsiTargetDefinition, ServerConfig } from './context.js';
 import type { LoginResult } from './login.js';
 import type { OperationalParams, SessionType } from './params.js';
@@ -39,6 +39,8 @@ export class Session {
   readonly initiatorName: string;
   readonly type: SessionType;
   readonly target: IscsiTargetDefinition | undefined;
+  /** The target portal group the session was opened through (RFC 7143 §4.4.1). */
+  readonly portalGroupTag: number;
   readonly nexus: Nexus;
   readonly log: Logger;
   params: OperationalParams;
@@ -77,10 +79,14 @@ export class Session {
     this.connection = connection;
     this.expCmdSN = result.cmdSN;
     const isidHex = this.isid.toString('hex');
+    this.portalGroupTag = result.portalGroupTag;
+    // Each target portal group is one SCSI target port; its tag is the relative port identifier.
+    const initiatorPort = `${this.initiatorName},i,0x${isidHex}`;
     this.nexus = {
-      id: `${this.initiatorName},i,0x${isidHex}|${config.portalGroupTag}`,
+      id: nexusId(initiatorPort, this.portalGroupTag),
       initiatorName: this.initiatorName,
-      relativeTargetPort: config.portalGroupTag,
+      initiatorPort,
+      relativeTargetPort: this.portalGroupTag,
     };
     this.log = config.logger.child({ tsih, initiator: this.initiatorName, isid: isidHex });
   }

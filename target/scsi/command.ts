@@ -4,6 +4,7 @@
  * what is reported and what is accepted cannot drift apart.
  */
 import type { LogicalUnit } from './logical-unit.js';
+import type { ReservationClass } from './reservations.js';
 import type { ScsiResult, ScsiTask, TaskIo } from './task.js';
 
 export type CommandHandler = (lu: LogicalUnit, task: ScsiTask, io: TaskIo) => Promise<ScsiResult>;
@@ -29,6 +30,11 @@ export interface CommandDescriptor {
    */
   readonly fieldTops?: Readonly<Record<number, number>>;
   readonly access: MediumAccess;
+  /**
+   * How the command fares against a reservation held through another I_T nexus (reservations.ts;
+   * SPC-4 table 65, SBC-4 table 13). A function for commands whose CDB decides (START STOP UNIT...).
+   */
+  readonly reservation: ReservationClass | ((cdb: Uint8Array) => ReservationClass);
   readonly handler: CommandHandler;
   /** INQUIRY, REPORT LUNS and REQUEST SENSE neither report nor clear unit attentions here. */
   readonly bypassesUnitAttention?: boolean;

@@ -10,12 +10,14 @@ import type { Clock } from '../../hal/clock.js';
 import { nullLogger, type Logger } from '../../hal/types.js';
 import { COMMANDS, validateCdb } from './dispatch.js';
 import { inquiryWithoutLu } from './inquiry.js';
+import { LuRegistry } from './lu-registry.js';
 import { LogicalUnit, type Identity, type ProductIdentity, type TargetContext } from './logical-unit.js';
 import { MAX_LUN, reportLunsFor } from './report-luns.js';
+import type { ReservationStore } from './reservations.js';
 import { requestSenseWithoutLu } from './request-sense.js';
 import { Asc, CheckCondition, SenseKey, checkConditionResult, illegalRequest, mediumErrorSense } from './sense.js';
 import {
-  Status, TaskAbortedError, type DeviceServer, type Nexus, type ScsiResult, type ScsiTask, type TaskIo,
+  Status, TaskAbortedError, type DeviceServer, type TaskOwner, type Nexus, type ScsiResult, type ScsiTask, type TaskIo,
 } from './task.js';
 
 export interface LogicalUnitConfig {
@@ -30,6 +32,8 @@ export interface LogicalUnitConfig {
   revision?: string;
   /** Block limits OPTIMAL TRANSFER LENGTH GRANULARITY in blocks; default: 4 KiB worth, at least 1. */
   optimalTransferGranularity?: number;
+  /** Thin provisioned (LBPME, UNMAP, GET LBA STATUS): needs a volume whose discard deallocates. */
+  thin?: boolean;
 }
 
 export interface ScsiDeviceServerOptions {
@@ -37,6 +41,12 @@ export interface ScsiDeviceServerOptions {
   targetName: string;
   clock: Clock;
   logger?: Logger;
+  /** Relative target port identifiers (iSCSI target portal group tags); default [1]. */
+  targetPorts?: readonly number[];
+  /** Where APTPL persistent reservations are kept; without one APTPL=1 is refused (PTPL_C=0). */
+  reservationStore?: ReservationStore;
+  /** Every LU of the node by NAA id, for EXTENDED COPY between targets; default: this target's. */
+  copyTargets?: LuRegistry;
 }
 
 const DEFAULT_VENDOR = 'KURA';
@@ -53,13 +63,22 @@ export class ScsiDeviceServer implements DeviceServer {
   private readonly target: TargetContext;
   private readonly logger: Logger;
   private readonly absentIdentity: ProductIdentity;
+  private owner: TaskOwner | undefined;
 
   constructor(options: ScsiDeviceServerOptions) {
     this.logger = options.logger ?? nullLogger;
     const entries = [...options.luns].sort(([a], [b]) => a - b);
     const luns = entries.map(([lun]) => lun);
-    this.target = { targetName: options.targetName, clock: options.clock, lunList: () => luns };
+    const ports = [...new Set(options.targetPorts ?? [1])].sort((a, b) => a - b);
+    if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 0xffff)) {
+      throw new Error(`target ports ${ports.join(',')} are not 1..65535`);
+    }
+    this.target = {
+      targetName: options.targetName, clock: options.clock, lunList: () => luns, targetPorts: () => ports,
+      abortTasks: (lun, ids) => this.owner?.abortTasks(lun, ids),
+    };
     this.absentIdentity = productIdentity({});
+    const copyTargets = options.copyTargets ?? new LuRegistry();
     for (const [lun, config] of entries) {
       if (!Number.isInteger(lun) || lun < 0 || lun > MAX_LUN) throw new Error(`LUN ${lun} is outside 0..${MAX_LUN}`);
       checkVolume(lun, config.volume);
@@ -67,20 +86,47 @@ export class ScsiDeviceServer implements DeviceServer {
       if (!Number.isInteger(granularity) || granularity < 1 || granularity > 0xffff) {
         throw new Error(`LUN ${lun}: optimalTransferGranularity ${granularity} is not in 1..65535`);
       }
-      this.units.set(lun, new LogicalUnit({
+      if (config.thin && !(config.volume.canDiscard && config.volume.discard)) {
+        throw new Error(`LUN ${lun}: thin provisioning needs a volume whose media deallocate on discard (volume ${config.volume.name} cannot)`);
+      }
+      const lu = new LogicalUnit({
         lun,
         volume: config.volume,
         identity: identity(lun, config),
         target: this.target,
         logger: this.logger.child({ lun }),
         optimalTransferGranularity: granularity,
-      }));
+        reservationStore: options.reservationStore,
+        thin: config.thin ?? false,
+        copyTargets,
+      });
+      this.units.set(lun, lu);
+      copyTargets.add(lu);
     }
   }
 
   /** The logical unit at `lun`, if any. */
   logicalUnit(lun: number): LogicalUnit | undefined {
     return this.units.get(lun);
+  }
+
+  attach(owner: TaskOwner): void {
+    this.owner = owner;
+  }
+
+  /** Power on: brings back persistent reservations a host asked to keep (APTPL). Before serving. */
+  async restore(): Promise<void> {
+    for (const lu of this.units.values()) {
+      try {
+        await lu.reservations.restore();
+      } catch (err) {
+        throw new Error(`target ${this.target.targetName} LUN ${lu.lun}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  }
+
+  hasLun(lun: number): boolean {
+    return this.units.has(lun);
   }
 
   async execute(task: ScsiTask, io: TaskIo): Promise<ScsiResult> {

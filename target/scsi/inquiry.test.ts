@@ -56,7 +56,7 @@ describe('scsi/inquiry: standard data and VPD pages', () => {
     expect(d[2], 'VERSION SPC-4').to.equal(0x06);
     expect(d[3], 'HISUP, response data format 2, no NORMACA').to.equal(0x12);
     expect(d[4], 'ADDITIONAL LENGTH').to.equal(91);
-    expect(d[5], 'no TPGS, 3PC, PROTECT').to.equal(0x00);
+    expect(d[5], 'TPGS 01b (implicit ALUA), 3PC (EXTENDED COPY), no PROTECT').to.equal(0x18);
     expect(d[7], 'CMDQUE').to.equal(0x02);
     expect(text(d.subarray(8, 16))).to.equal('KURA    ');
     expect(text(d.subarray(16, 32))).to.equal('TEST DISK       ');
@@ -118,7 +118,7 @@ describe('scsi/inquiry: standard data and VPD pages', () => {
     expect(Buffer.from(ds[0].body).toString('hex')).to.equal(NAA.toString(16));
     expect(text(ds[1].body)).to.equal('KURA    TEST DISK       SN-0042');
     expect([...ds[2].body]).to.deep.equal([0, 0, 0, 3]);
-    expect([...ds[3].body]).to.deep.equal([0, 0, 0, 1]);
+    expect([...ds[3].body], 'each target port is its own port group').to.deep.equal([0, 0, 0, 3]);
     const portName = `${TARGET},t,0x0003`;
     expect(ds[4].body.length % 4).to.equal(0);
     expect(ds[4].body.length).to.be.greaterThan(portName.length);

@@ -2,6 +2,7 @@
  * INQUIRY (SPC-4 6.6): standard data and, with EVPD, the VPD pages of vpd.ts. A LUN with no
  * logical unit behind it answers with peripheral qualifier 011b / device type 1Fh.
  */
+import { TPGS_IMPLICIT } from './alua.js';
 import { u16 } from './cdb.js';
 import type { LogicalUnit, ProductIdentity } from './logical-unit.js';
 import { invalidFieldInCdb } from './sense.js';
@@ -15,13 +16,17 @@ export const PERIPHERAL_DISK = 0x00;
 const VERSION_DESCRIPTORS = [0x00a0, 0x0960, 0x0460, 0x04c0];
 
 const STANDARD_LENGTH = 96;
+/** Standard INQUIRY byte 5 bit 3: 3PC. */
+const THIRD_PARTY_COPY = 0x08;
 
-export function standardInquiryData(id: ProductIdentity, peripheral: number): Uint8Array {
+/** `tpgs`: byte 5 TPGS field, for a logical unit (alua.ts); zero where there is none. */
+export function standardInquiryData(id: ProductIdentity, peripheral: number, tpgs = 0): Uint8Array {
   const d = new Uint8Array(STANDARD_LENGTH);
   d[0] = peripheral;
   d[2] = 0x06; // VERSION: SPC-4
   d[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
   d[4] = STANDARD_LENGTH - 5;
+  d[5] = tpgs;
   d[7] = 0x02; // CMDQUE
   ascii(d, 8, id.vendor, 8);
   ascii(d, 16, id.product, 16);
@@ -52,7 +57,11 @@ function decode(cdb: Uint8Array): InquiryCdb {
 
 export async function inquiry(lu: LogicalUnit, task: ScsiTask): Promise<ScsiResult> {
   const q = decode(task.cdb);
-  if (!q.evpd) return dataIn(standardInquiryData(lu.identity, PERIPHERAL_DISK), q.allocationLength);
+  if (!q.evpd) {
+    const d = standardInquiryData(lu.identity, PERIPHERAL_DISK, TPGS_IMPLICIT);
+    d[5] |= THIRD_PARTY_COPY; // the LU is a copy manager: EXTENDED COPY (extended-copy.ts)
+    return dataIn(d, q.allocationLength);
+  }
   const page = vpdPage(lu, q.page, task.nexus);
   if (!page) throw invalidFieldInCdb(2);
   return dataIn(page, q.allocationLength);

@@ -6,11 +6,19 @@
 import type { Volume } from '../../firmware/volume.js';
 import type { Clock } from '../../hal/clock.js';
 import type { Logger } from '../../hal/types.js';
+import type { CommandDescriptor } from './command.js';
+import { CopyResults } from './copy-results.js';
 import { CommandSet, COMMANDS, validateCdb } from './dispatch.js';
+import { LuRegistry } from './lu-registry.js';
 import { ModeParameters } from './mode-pages.js';
+import { RangeLock } from './range-lock.js';
+import { Reservations, type ReservationStore } from './reservations.js';
+import { SanitizeState } from './sanitize-state.js';
 import { Asc, CheckCondition, SenseKey } from './sense.js';
-import { TaskAbortedError, type Nexus, type ScsiResult, type ScsiTask, type TaskIo } from './task.js';
+import { Status, TaskAbortedError, type Nexus, type ScsiResult, type ScsiTask, type TaskIo } from './task.js';
 import { UnitAttentions } from './unit-attention.js';
+
+const TEST_UNIT_READY = 0x00;
 
 /** Standard INQUIRY identification, already space-padded to 8 / 16 / 4 characters. */
 export interface ProductIdentity {
@@ -32,6 +40,10 @@ export interface TargetContext {
   readonly clock: Clock;
   /** Every LUN of the target, ascending (REPORT LUNS). */
   lunList(): readonly number[];
+  /** Relative target port identifiers of the target's ports, ascending (ALUA, REGISTER AND MOVE). */
+  targetPorts(): readonly number[];
+  /** Abort other I_T nexuses' tasks at an LU, through the transport that owns them. */
+  abortTasks(lun: number, nexusIds: ReadonlySet<string>): void;
 }
 
 export interface LogicalUnitOptions {
@@ -42,6 +54,12 @@ export interface LogicalUnitOptions {
   readonly logger: Logger;
   /** OPTIMAL TRANSFER LENGTH GRANULARITY of the block limits page, in blocks. */
   readonly optimalTransferGranularity: number;
+  /** Keeps persistent reservations across restarts when a host sets APTPL; none: PTPL_C=0. */
+  readonly reservationStore?: ReservationStore;
+  /** Thin provisioned: LBPME, UNMAP, WRITE SAME with UNMAP (the volume's discard deallocates). */
+  readonly thin?: boolean;
+  /** The node's LUs by NAA id (EXTENDED COPY copy targets). */
+  readonly copyTargets?: LuRegistry;
 }
 
 export class LogicalUnit {
@@ -53,6 +71,16 @@ export class LogicalUnit {
   readonly optimalTransferGranularity: number;
   readonly unitAttentions = new UnitAttentions();
   readonly mode = new ModeParameters();
+  /** Commands that write blocks hold their range here (COMPARE AND WRITE atomicity). */
+  readonly locks = new RangeLock();
+  readonly reservations: Reservations;
+  readonly thin: boolean;
+  readonly copyTargets: LuRegistry;
+  /** EXTENDED COPY status kept for RECEIVE COPY RESULTS, and SANITIZE / START STOP UNIT state. */
+  readonly copies = new CopyResults();
+  readonly sanitize = new SanitizeState();
+  /** Stopped by START STOP UNIT (START=0): media access is NOT READY until started again. */
+  stopped = false;
   readonly commands: CommandSet;
 
   constructor(o: LogicalUnitOptions) {
@@ -62,6 +90,9 @@ export class LogicalUnit {
     this.target = o.target;
     this.logger = o.logger;
     this.optimalTransferGranularity = o.optimalTransferGranularity;
+    this.reservations = new Reservations(o.lun, this.unitAttentions, o.logger, o.reservationStore);
+    this.thin = o.thin ?? false;
+    this.copyTargets = o.copyTargets ?? new LuRegistry();
     this.commands = new CommandSet(COMMANDS.filter((c) => c.availableOn?.(this) ?? true));
   }
 
@@ -70,6 +101,12 @@ export class LogicalUnit {
     const nexus = task.nexus.id;
     this.unitAttentions.arrive(nexus);
     const cmd = this.commands.lookup(task.cdb);
+    // RESERVATION CONFLICT takes precedence over CHECK CONDITION, a unit attention included,
+    // which stays pending (SAM-5 5.3.2).
+    if (!(cmd instanceof CheckCondition)) {
+      const cls = typeof cmd.reservation === 'function' ? cmd.reservation(task.cdb) : cmd.reservation;
+      if (this.reservations.conflicts(cls, task.nexus)) return { status: Status.RESERVATION_CONFLICT };
+    }
     // A pending unit attention wins over everything but the three commands SPC-4 exempts, even
     // over an unsupported opcode: the host learns about the reset first.
     if (cmd instanceof CheckCondition || !cmd.bypassesUnitAttention) {
@@ -78,11 +115,26 @@ export class LogicalUnit {
     }
     if (cmd instanceof CheckCondition) throw cmd;
     validateCdb(cmd, task.cdb);
+    const notReady = this.notReady(cmd);
+    if (notReady) throw notReady;
     if (cmd.access === 'write') {
       const wp = this.writeProtection();
       if (wp !== undefined) throw new CheckCondition({ key: SenseKey.DATA_PROTECT, asc: wp });
     }
     return await cmd.handler(this, task, io);
+  }
+
+  /**
+   * Why `cmd` cannot run now: a sanitize in progress or failed refuses all but INQUIRY, REPORT
+   * LUNS and REQUEST SENSE (SBC-4 4.11); a stopped LU refuses media access and TEST UNIT READY.
+   */
+  notReady(cmd: CommandDescriptor): CheckCondition | undefined {
+    const s = this.sanitize.refusal(cmd);
+    if (s) return s;
+    if (this.stopped && (cmd.access !== 'none' || cmd.opcode === TEST_UNIT_READY)) {
+      return new CheckCondition({ key: SenseKey.NOT_READY, asc: Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED });
+    }
+    return undefined;
   }
 
   /** Why writes are refused, as an ASC/ASCQ, or undefined when they are allowed. */
@@ -92,9 +144,9 @@ export class LogicalUnit {
     return undefined;
   }
 
-  /** Target port group of a target port; a single group until ALUA exists. */
-  targetPortGroup(_relativeTargetPort: number): number {
-    return 1;
+  /** Target port group of a target port: each port is its own group (alua.ts). */
+  targetPortGroup(relativeTargetPort: number): number {
+    return relativeTargetPort;
   }
 
   /**
@@ -108,10 +160,13 @@ export class LogicalUnit {
   /** LOGICAL UNIT RESET or TARGET WARM RESET reached this LU (tasks are aborted by the transport). */
   reset(): void {
     this.mode.reset();
+    this.reservations.reset();
     this.unitAttentions.establish(Asc.BUS_DEVICE_RESET_FUNCTION_OCCURRED);
   }
 
   nexusLost(nexus: Nexus): void {
+    this.reservations.nexusLost(nexus);
+    this.copies.nexusLost(nexus.id);
     if (this.unitAttentions.knows(nexus.id)) {
       this.unitAttentions.establishFor(nexus.id, Asc.I_T_NEXUS_LOSS_OCCURRED);
     }

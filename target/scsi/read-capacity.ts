@@ -25,6 +25,8 @@ export async function readCapacity16(lu: LogicalUnit, task: ScsiTask): Promise<S
   putU64(d, 0, lu.volume.blockCount - 1);
   putU32(d, 8, lu.volume.blockSize);
   // Byte 12 P_TYPE/PROT_EN = 0 (no protection information); 13: one logical block per physical
-  // block; 14-15: LBPME/LBPRZ = 0 until thin provisioning, lowest aligned LBA 0.
+  // block (libiscsi's GET LBA STATUS test assumes that); 14-15: lowest aligned LBA 0, and on a
+  // thin LU LBPME plus LBPRZ: a deallocated block reads as zeroes, which discard guarantees.
+  if (lu.thin) d[14] = 0x80 | 0x40;
   return dataIn(d, u32(cdb, 10));
 }

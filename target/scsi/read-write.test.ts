@@ -217,14 +217,20 @@ describe('scsi/read-write: READ and WRITE 6/10/12/16', () => {
     expect(r.volume.events).to.deep.equal([]);
   });
 
-  it('refuses a write whose EDTL is shorter than its blocks, before any buffer or data (libiscsi residuals)', async () => {
-    for (const edtl of [0, 200, BS]) {
+  it('writes only the whole blocks an EDTL shorter than the CDB covers, GOOD with spdtl (libiscsi residuals)', async () => {
+    r.volume.data.fill(0x61, 0, 2 * BS);
+    for (const edtl of [0, 200]) {
       const { res, io } = await write(r, rw10(0x2a, 0, 2), pattern(2 * BS), edtl);
-      expectSense(res, 5, 0x0e, 0x03);
-      expect(res.spdtl).to.equal(2 * BS);
+      expect(res).to.deep.equal({ status: Status.GOOD, spdtl: 2 * BS });
       expect(io.calls).to.deep.equal([]);
     }
     expect(r.volume.events).to.deep.equal([]);
+    const data = pattern(BS, 9);
+    const { res, io } = await write(r, rw10(0x2a, 0, 2), data, BS);
+    expect(res).to.deep.equal({ status: Status.GOOD, spdtl: 2 * BS });
+    expect(io.calls).to.deep.equal([BS]);
+    expect(r.volume.data.subarray(0, BS)).to.deep.equal(data);
+    expect(r.volume.data.subarray(BS, 2 * BS).every((b) => b === 0x61)).to.equal(true);
   });
 
   it('takes exactly the blocks described when EDTL is longer; the transport keeps the residual', async () => {

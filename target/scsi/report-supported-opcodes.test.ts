@@ -54,14 +54,15 @@ describe('scsi/report-supported-opcodes + dispatch: one table for both', () => {
     const res = await exec(r, rsoc(0));
     expect(res.status).to.equal(Status.GOOD);
     const ds = parseAll(res.data!, 8);
+    const lu = r.server.logicalUnit(0)!;
     expect(ds.map((d) => [d.opcode, d.sa])).to.deep.equal(
-      [...COMMANDS].sort((a, b) => a.opcode - b.opcode || (a.serviceAction ?? 0) - (b.serviceAction ?? 0))
+      COMMANDS.filter((c) => c.availableOn?.(lu) ?? true).sort((a, b) => a.opcode - b.opcode || (a.serviceAction ?? 0) - (b.serviceAction ?? 0))
         .map((c) => [c.opcode, c.serviceAction ?? 0]),
     );
     for (const d of ds) {
       expect(d.ctdp).to.equal(false);
       if (!d.servactv) expect(d.sa).to.equal(0);
-      expect(d.servactv).to.equal(d.opcode === 0x9e || d.opcode === 0xa3);
+      expect(d.servactv).to.equal([0x48, 0x5e, 0x5f, 0x83, 0x84, 0x9e, 0xa3].includes(d.opcode));
     }
     const rc16 = ds.find((d) => d.opcode === 0x9e)!;
     expect([rc16.sa, rc16.cdbLength]).to.deep.equal([0x10, 16]);
@@ -90,8 +91,10 @@ describe('scsi/report-supported-opcodes + dispatch: one table for both', () => {
   });
 
   it('reports unsupported opcodes and service actions as SUPPORT 001b', async () => {
+    // UNMAP and SANITIZE BLOCK ERASE exist on thin LUs only; READ LONG(16) nowhere.
     expect([...(await exec(r, rsoc(1, 0x42))).data!]).to.deep.equal([0, 0b001, 0, 0]);
-    expect([...(await exec(r, rsoc(2, 0x9e, 0x12))).data!]).to.deep.equal([0, 0b001, 0, 0]);
+    expect([...(await exec(r, rsoc(2, 0x48, 0x02))).data!]).to.deep.equal([0, 0b001, 0, 0]);
+    expect([...(await exec(r, rsoc(2, 0x9e, 0x11))).data!]).to.deep.equal([0, 0b001, 0, 0]);
     expect([...(await exec(r, rsoc(3, 0x28, 0x55))).data!.subarray(0, 5)]).to.deep.equal([0, 0b011, 0, 10, 0x28]);
   });
 
@@ -164,7 +167,7 @@ describe('scsi/report-supported-opcodes + dispatch: one table for both', () => {
   });
 
   it('answers INVALID FIELD IN CDB (byte 1, bit 4) for an unknown service action of a known opcode', async () => {
-    for (const [op, sa] of [[0x9e, 0x12], [0xa3, 0x0a]]) {
+    for (const [op, sa] of [[0x9e, 0x11], [0xa3, 0x1f], [0x5e, 0x04], [0x5f, 0x08]]) {
       const s = decodeSense((await exec(r, [op, sa, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).sense);
       expect([s.key, s.asc, s.fieldPointer, s.bitPointer, s.cd]).to.deep.equal([5, 0x24, 1, 4, true]);
     }

@@ -14,6 +14,7 @@ export const SenseKey = {
   ILLEGAL_REQUEST: 0x5,
   UNIT_ATTENTION: 0x6,
   DATA_PROTECT: 0x7,
+  COPY_ABORTED: 0xa,
   ABORTED_COMMAND: 0xb,
   MISCOMPARE: 0xe,
 } as const;
@@ -21,6 +22,10 @@ export const SenseKey = {
 /** Additional sense code and qualifier as one 16-bit value: ASC << 8 | ASCQ. */
 export const Asc = {
   NO_ADDITIONAL_SENSE: 0x0000,
+  OPERATION_IN_PROGRESS: 0x0016,
+  NOT_READY_INITIALIZING_COMMAND_REQUIRED: 0x0402,
+  NOT_READY_SANITIZE_IN_PROGRESS: 0x041b,
+  UNREACHABLE_COPY_TARGET: 0x0804,
   WRITE_ERROR: 0x0c00,
   INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT: 0x0e03,
   UNRECOVERED_READ_ERROR: 0x1100,
@@ -31,14 +36,24 @@ export const Asc = {
   INVALID_FIELD_IN_CDB: 0x2400,
   LOGICAL_UNIT_NOT_SUPPORTED: 0x2500,
   INVALID_FIELD_IN_PARAMETER_LIST: 0x2600,
+  TOO_MANY_TARGET_DESCRIPTORS: 0x2606,
+  UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: 0x2607,
+  TOO_MANY_SEGMENT_DESCRIPTORS: 0x2608,
+  UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: 0x2609,
+  INVALID_RELEASE_OF_PERSISTENT_RESERVATION: 0x2604,
   WRITE_PROTECTED: 0x2700,
   SOFTWARE_WRITE_PROTECTED: 0x2702,
   POWER_ON_RESET_OCCURRED: 0x2900,
   BUS_DEVICE_RESET_FUNCTION_OCCURRED: 0x2903,
   I_T_NEXUS_LOSS_OCCURRED: 0x2907,
   MODE_PARAMETERS_CHANGED: 0x2a01,
+  RESERVATIONS_PREEMPTED: 0x2a03,
+  RESERVATIONS_RELEASED: 0x2a04,
+  REGISTRATIONS_PREEMPTED: 0x2a05,
+  SANITIZE_COMMAND_FAILED: 0x3103,
   SAVING_PARAMETERS_NOT_SUPPORTED: 0x3900,
   INTERNAL_TARGET_FAILURE: 0x4400,
+  INSUFFICIENT_REGISTRATION_RESOURCES: 0x5504,
 } as const;
 
 /** Sense-key specific field pointer (SPC-4 4.5.2.4.2) for ILLEGAL REQUEST. */
@@ -57,6 +72,10 @@ export interface SenseSpec {
   /** INFORMATION field; VALID is set only when present and it fits the 4-byte field. */
   readonly information?: number | bigint;
   readonly fieldPointer?: FieldPointer;
+  /** COMMAND-SPECIFIC INFORMATION (bytes 8-11), e.g. the failed segment of an EXTENDED COPY. */
+  readonly commandSpecific?: number;
+  /** NOT READY progress indication (SPC-4 4.5.2.4.4): done / 65536. */
+  readonly progress?: number;
 }
 
 export const FIXED_SENSE_LENGTH = 18;
@@ -76,6 +95,13 @@ export function fixedSense(spec: SenseSpec): Uint8Array {
   s[7] = FIXED_SENSE_LENGTH - 8;
   s[12] = (spec.asc >> 8) & 0xff;
   s[13] = spec.asc & 0xff;
+  if (spec.commandSpecific !== undefined) writeU32(s, 8, spec.commandSpecific);
+  if (spec.progress !== undefined) {
+    const p = Math.max(0, Math.min(0xffff, Math.floor(spec.progress)));
+    s[15] = 0x80;
+    s[16] = p >> 8;
+    s[17] = p & 0xff;
+  }
   const fp = spec.fieldPointer;
   if (fp) {
     s[15] = 0x80 | (fp.cdb ? 0x40 : 0) | (fp.bit !== undefined ? 0x08 | (fp.bit & 0x07) : 0);

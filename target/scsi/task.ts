@@ -8,11 +8,21 @@
 
 /** The I_T nexus the task arrived on: reservations, unit attentions and ACLs key on it. */
 export interface Nexus {
-  /** Stable id of this I_T nexus (initiator port + target port), e.g. "iqn...,i,0x<isid>|tpgt". */
+  /** Stable id of this I_T nexus: nexusId(initiatorPort, relativeTargetPort). */
   readonly id: string;
   readonly initiatorName: string;
+  /** SCSI initiator port name; for iSCSI "<initiator name>,i,0x<ISID>" (RFC 7143 §4.4.1). */
+  readonly initiatorPort: string;
   /** Relative target port identifier (1-based) for VPD 83 / ALUA. */
   readonly relativeTargetPort: number;
+}
+
+/**
+ * The one way a nexus id is formed. Persistent reservations rely on it: REGISTER AND MOVE names
+ * a nexus by TransportID and port, and APTPL state keys registrations by id across restarts.
+ */
+export function nexusId(initiatorPort: string, relativeTargetPort: number): string {
+  return `${initiatorPort}|${relativeTargetPort}`;
 }
 
 export type TaskAttribute = 'simple' | 'ordered' | 'head-of-queue' | 'aca';
@@ -99,4 +109,14 @@ export interface DeviceServer extends TaskManagement {
   /** ABORT TASK / ABORT TASK SET / CLEAR TASK SET are handled by the transport (it owns the tasks);
    * it tells the device server so it can drop per-task state. */
   taskAborted?(task: ScsiTask): void;
+  /** Whether a logical unit exists at `lun` (TMFs to other LUNs answer LUN DOES NOT EXIST). */
+  hasLun?(lun: number): boolean;
+  /** The transport hands over what the device server may ask of it (called once, at setup). */
+  attach?(owner: TaskOwner): void;
+}
+
+/** What a device server may ask of the transport that owns the tasks. */
+export interface TaskOwner {
+  /** Abort the tasks of these I_T nexuses at `lun`, without a response (PREEMPT AND ABORT). */
+  abortTasks(lun: number, nexusIds: ReadonlySet<string>): void;
 }

@@ -7,13 +7,15 @@ import type { Volume } from '../../firmware/volume.js';
 import type { Logger } from '../../hal/types.js';
 import { ScsiDeviceServer, type LogicalUnitConfig } from './device-server.js';
 import type { Nexus, ScsiResult, ScsiTask, TaskIo } from './task.js';
-import { TaskAbortedError } from './task.js';
+import { TaskAbortedError, nexusId } from './task.js';
 import { RamVolume, type RamVolumeOptions } from './test-volume.js';
 
 export const TARGET = 'iqn.2024-01.dev.kura:test';
 
 export function nexus(n = 1, relativeTargetPort = 1): Nexus {
-  return { id: `iqn.1994-05.com.example:host${n},i,0x00023d00000${n}|${relativeTargetPort}`, initiatorName: `iqn.1994-05.com.example:host${n}`, relativeTargetPort };
+  const initiatorName = `iqn.1994-05.com.example:host${n}`;
+  const initiatorPort = `${initiatorName},i,0x00023d00000${n}`;
+  return { id: nexusId(initiatorPort, relativeTargetPort), initiatorName, initiatorPort, relativeTargetPort };
 }
 
 export const fakeClock: Clock = {

@@ -3,7 +3,8 @@
  * commit or abandon, read areas returned by release) and records what was done to it, with
  * switches to fail reads, writes and flushes with MediumError.
  */
-import { MediumError, type ReadResult, type Volume, type WriteReservation } from '../../firmware/volume.js';
+import { MediumError, type AllocationExtent, type ReadResult, type Volume, type WriteReservation } from '../../firmware/volume.js';
+import { extents } from '../../firmware/allocation.js';
 
 export interface RamVolumeOptions {
   name?: string;
@@ -20,7 +21,8 @@ export type VolumeEvent =
   | { op: 'abandon'; lba: number; blocks: number }
   | { op: 'read'; lba: number; blocks: number }
   | { op: 'release'; lba: number; blocks: number }
-  | { op: 'flush' };
+  | { op: 'flush' }
+  | { op: 'discard'; lba: number; blocks: number };
 
 export class RamVolume implements Volume {
   readonly name: string;
@@ -29,7 +31,10 @@ export class RamVolume implements Volume {
   writeCache: boolean;
   readOnly: boolean;
   readonly maxTransferBlocks: number;
+  readonly canDiscard = true;
   readonly data: Uint8Array;
+  /** 1 for a block written since it was last discarded (what allocationStatus reports as mapped). */
+  readonly mapped: Uint8Array;
   readonly events: VolumeEvent[] = [];
   /** Buffer areas handed out and not yet committed, abandoned or released. */
   outstanding = 0;
@@ -48,6 +53,7 @@ export class RamVolume implements Volume {
     this.readOnly = o.readOnly ?? false;
     this.maxTransferBlocks = o.maxTransferBlocks ?? 128;
     this.data = new Uint8Array(this.blockSize * this.blockCount);
+    this.mapped = new Uint8Array(this.blockCount);
   }
 
   private check(lba: number, blocks: number): void {
@@ -79,6 +85,7 @@ export class RamVolume implements Volume {
           throw new MediumError('write', fail, 'injected write error');
         }
         this.data.set(area, lba * this.blockSize);
+        this.mapped.fill(1, lba, lba + blocks);
       },
       abandon: () => {
         finish();
@@ -104,6 +111,24 @@ export class RamVolume implements Volume {
         this.events.push({ op: 'release', lba, blocks });
       },
     };
+  }
+
+  async discard(lba: number, blocks: number): Promise<void> {
+    if (!Number.isSafeInteger(lba) || lba < 0 || blocks < 1 || lba + blocks > this.blockCount) throw new RangeError(`bad range ${lba}+${blocks}`);
+    this.events.push({ op: 'discard', lba, blocks });
+    this.data.fill(0, lba * this.blockSize, (lba + blocks) * this.blockSize);
+    this.mapped.fill(0, lba, lba + blocks);
+  }
+
+  async allocationStatus(lba: number, blocks: number): Promise<AllocationExtent[]> {
+    const runs: Array<[number, number]> = [];
+    for (let i = lba; i < lba + blocks; i++) {
+      if (!this.mapped[i]) continue;
+      const last = runs[runs.length - 1];
+      if (last && last[1] === i) last[1] = i + 1;
+      else runs.push([i, i + 1]);
+    }
+    return extents(lba, lba + blocks, runs);
   }
 
   async flush(): Promise<void> {

@@ -27,3 +27,16 @@ export function refuseShortDataOut(task: ScsiTask, bytes: number): ScsiResult | 
     spdtl: bytes,
   };
 }
+
+/**
+ * How many of a write's `blocks` the EDTL lets us take: all of them, or (EDTL < SPDTL) only the
+ * whole blocks the EDTL covers. That is FCP-4 option (a), "process the command normally except
+ * that data beyond the FCP_DL count shall not be requested or transferred", which libiscsi's
+ * residual tests insist on (GOOD plus an overflow residual); a partial block is never written.
+ * The caller reports `spdtl` so the transport counts the overflow against the CDB's length.
+ */
+export function clipDataOut(task: ScsiTask, blocks: number, blockSize: number): { blocks: number; spdtl?: number } {
+  const bytes = blocks * blockSize;
+  if (task.expectedLength >= bytes) return { blocks };
+  return { blocks: Math.floor(task.expectedLength / blockSize), spdtl: bytes };
+}

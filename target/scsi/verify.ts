@@ -38,7 +38,7 @@ export async function verify(lu: LogicalUnit, task: ScsiTask, io: TaskIo): Promi
   return good();
 }
 
-function firstDifference(a: Uint8Array, b: Uint8Array): number {
+export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : n;

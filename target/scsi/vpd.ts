@@ -2,6 +2,7 @@
  * Vital product data pages (SPC-4 7.8, SBC-4 6.6). Page 83h depends on the I_T nexus: its target
  * port designators name the port the command came through.
  */
+import { maxAtomicBlocks, maxCompareAndWriteBlocks, maxWriteSameBlocks, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS } from './block-limits.js';
 import { putU16, putU32, putU64 } from './cdb.js';
 import type { LogicalUnit } from './logical-unit.js';
 import type { Nexus } from './task.js';
@@ -14,20 +15,22 @@ const UNIT_SERIAL = 0x80;
 const DEVICE_IDENTIFICATION = 0x83;
 const BLOCK_LIMITS = 0xb0;
 const BLOCK_DEVICE_CHARACTERISTICS = 0xb1;
+const LOGICAL_BLOCK_PROVISIONING = 0xb2;
 
 type PageBuilder = (lu: LogicalUnit, nexus: Nexus) => Uint8Array;
 
-/** Ascending page codes, as page 00h must list them. */
-const PAGES: ReadonlyArray<readonly [number, PageBuilder]> = [
+/** Ascending page codes, as page 00h must list them; the third element says whether the LU has it. */
+const PAGES: ReadonlyArray<readonly [number, PageBuilder, ((lu: LogicalUnit) => boolean)?]> = [
   [SUPPORTED, supportedPages],
   [UNIT_SERIAL, unitSerialNumber],
   [DEVICE_IDENTIFICATION, deviceIdentification],
   [BLOCK_LIMITS, blockLimits],
   [BLOCK_DEVICE_CHARACTERISTICS, blockDeviceCharacteristics],
+  [LOGICAL_BLOCK_PROVISIONING, logicalBlockProvisioning, (lu) => lu.thin],
 ];
 
 export function vpdPage(lu: LogicalUnit, code: number, nexus: Nexus): Uint8Array | undefined {
-  const entry = PAGES.find(([c]) => c === code);
+  const entry = PAGES.find(([c, , has]) => c === code && (has?.(lu) ?? true));
   return entry ? entry[1](lu, nexus) : undefined;
 }
 
@@ -41,8 +44,8 @@ function page(code: number, body: Uint8Array | number): Uint8Array {
   return p;
 }
 
-function supportedPages(): Uint8Array {
-  return page(SUPPORTED, Uint8Array.from(PAGES, ([c]) => c));
+function supportedPages(lu: LogicalUnit): Uint8Array {
+  return page(SUPPORTED, Uint8Array.from(PAGES.filter(([, , has]) => has?.(lu) ?? true), ([c]) => c));
 }
 
 function unitSerialNumber(lu: LogicalUnit): Uint8Array {
@@ -112,13 +115,35 @@ function blockLimits(lu: LogicalUnit): Uint8Array {
   putU16(p, 6, lu.optimalTransferGranularity);
   putU32(p, 8, maxTransfer);
   putU32(p, 12, maxTransfer); // OPTIMAL TRANSFER LENGTH: the largest the buffer memory takes at once
-  // Bytes 20..43 (UNMAP, WRITE SAME limits) stay zero until thin provisioning exists.
+  p[5] = maxCompareAndWriteBlocks(lu); // byte 4 WSNZ=0: WRITE SAME of 0 blocks means "to the end"
+  if (lu.thin) {
+    putU32(p, 20, MAX_UNMAP_BLOCKS);
+    putU32(p, 24, MAX_UNMAP_DESCRIPTORS);
+    // OPTIMAL UNMAP GRANULARITY: a file system block; UGAVALID=0, any alignment is accepted.
+    putU32(p, 28, lu.optimalTransferGranularity);
+  }
+  putU64(p, 36, maxWriteSameBlocks(lu));
+  // WRITE ATOMIC(16): any alignment and granularity, no atomic boundaries (bytes 56..63 zero).
+  putU32(p, 44, maxAtomicBlocks(lu));
   return p;
 }
 
-function blockDeviceCharacteristics(): Uint8Array {
+/**
+ * Logical block provisioning (B2h), thin LUs only: UNMAP, WRITE SAME(16) and (10) with UNMAP,
+ * deallocated blocks read as zeroes (LBPRZ 001b), no anchored state, no threshold reporting.
+ */
+function logicalBlockProvisioning(): Uint8Array {
+  const p = page(LOGICAL_BLOCK_PROVISIONING, 4);
+  p[5] = 0x80 | 0x40 | 0x20 | 0x04; // LBPU, LBPWS, LBPWS10, LBPRZ=001b
+  p[6] = 0x02; // PROVISIONING TYPE: thin
+  return p;
+}
+
+function blockDeviceCharacteristics(lu: LogicalUnit): Uint8Array {
   const p = page(BLOCK_DEVICE_CHARACTERISTICS, 0x3c);
   putU16(p, 4, 0x0001); // MEDIUM ROTATION RATE: non-rotating medium
+  // WABEREQ 01b: after SANITIZE BLOCK ERASE (thin LUs) reads succeed, returning zeroes.
+  if (lu.thin) p[7] = 0x40;
   return p;
 }
 
