@@ -24,8 +24,8 @@ export function parseSize(value: string | number): number | undefined {
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
+export const sizeSchema = z.union([z.string(), z.number()]).transform((v, ctx) => {
+    const bytes = parseSize(v);
   if (bytes === undefined) {
     ctx.addIssue({ code: 'custom', message: `"${v}" is not a size: use bytes or a number with a unit (e.g. 512MiB, 1GiB, 10GB)` });
     return z.NEVER;
@@ -71,14 +71,14 @@ export type BackingConfig = z.infer<typeof backingSchema>;
 
 const volumeSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only'),
-  size,
+  size: sizeSchema,
   blockSize: z.union([z.literal(512), z.literal(4096)]).default(512),
   /** One medium... */
   backing: backingSchema.optional(),
   /** ...or several, arranged by `layout` (a disc array: one medium control unit per medium). */
   media: z.array(backingSchema).min(1).optional(),
   layout: z.enum(['single', 'stripe', 'mirror']).default('single'),
-  stripeSize: size.default(64 * 1024),
+  stripeSize: sizeSchema.default(64 * 1024),
   scheduler: z.enum(['fifo', 'sstf']).default('fifo'),
   mediumQueueDepth: z.number().int().min(1).max(1024).default(32),
   readOnly: z.boolean().default(false),
@@ -135,7 +135,7 @@ export const nodeConfigSchema = z.object({
     /** Target portal group = SCSI target port (ALUA, reservations); default: position in the list, from 1. */
     portalGroupTag: z.number().int().min(1).max(65535).optional(),
   }).strict()).min(1),
-  bufferMemory: size.default(256 * 2 ** 20),
+  bufferMemory: sizeSchema.default(256 * 2 ** 20),
   volumes: z.array(volumeSchema).min(1),
   targets: z.array(targetSchema).min(1),
   discoveryChap: chapSecret.optional(),
@@ -169,7 +169,8 @@ export class ConfigError extends Error {
   }
 }
 
-function fieldPath(path: readonly PropertyKey[]): string {
+/** `volumes[0].backing.path`: how errors name a field. */
+export function fieldPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) out += typeof p === 'number' ? `[${p}]` : (out ? '.' : '') + String(p);
   return out || '(top level)';
@@ -194,20 +195,23 @@ export function validateConfig(raw: unknown, source: string, baseDir: string): N
   return config;
 }
 
-export function loadConfig(file: string): NodeConfig {
+/** Read a YAML (or, by its name, JSON) file; syntax errors become a ConfigError naming the file. */
+export function readConfigFile(file: string): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, [`cannot read: ${(err as Error).message}`]);
   }
-  let raw: unknown;
   try {
-    raw = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    return file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
     throw new ConfigError(file, [`not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`]);
   }
-  return validateConfig(raw, file, dirname(resolve(file)));
+}
+
+export function loadConfig(file: string): NodeConfig {
+  return validateConfig(readConfigFile(file), file, dirname(resolve(file)));
 }
 
 /** What `npm start` / `kura node` without --config runs: one 1 GiB file volume on 127.0.0.1:3260. */

@@ -79,4 +79,26 @@ program.command('config')
     }
   });
 
+program.command('topology')
+  .description('deployment topologies (sites, nodes, WAN links, replicated volumes)')
+  .command('check <file>')
+  .description('validate a topology and report relay placements that break 000-E1 (exit 3 when any)')
+  .option('--json', 'print the topology and findings as JSON')
+  .action(async (file: string, opts: { json?: boolean }) => {
+    const { checkRelayPlacement, loadTopology } = await import('./topology.js');
+    try {
+      const t = loadTopology(file);
+      const findings = checkRelayPlacement(t);
+      if (opts.json) process.stdout.write(`${JSON.stringify({ topology: t, findings }, null, 2)}\n`);
+      else {
+        process.stdout.write(`${file}: ${t.sites.length} sites, ${t.nodes.length} nodes, ${t.links.length} links, ${t.volumes.length} volumes\n`);
+        for (const f of findings) process.stdout.write(`placement: ${f.message}\n`);
+        if (findings.length === 0) process.stdout.write('relay placement: ok\n');
+      }
+      if (findings.length > 0) process.exitCode = 3;
+    } catch (err) {
+      fail(err);
+    }
+  });
+
 program.parseAsync(process.argv).catch(fail);
