@@ -1,0 +1,572 @@
+/**
+ * The relay journal on a BlockDevice (000-NV: "a disc array"): an append-only ring of checksummed
+ * records (format in journal-format.ts), group-committed, truncated from its head as the secondary
+ * confirms records, recovered after a crash by scanning from the persisted head.
+ *
+ * Durability. append() issues the record's write at once; a commit waits for every write of its
+ * batch to complete, then flushes the device (when it has a volatile cache) and only then resolves
+ * those appends 'durable'. Appends arriving while a commit is in flight form the next batch and
+ * share the next flush. A record reported durable therefore has every earlier record durable too,
+ * so the valid prefix the recovery scan finds contains every record ever reported durable.
+ *
+ * Truncation. release(seq) marks a record done; the head advances over the done (and durable)
+ * prefix, and the new head is written to the superblock slot the previous write did not use (FUA).
+ * A torn superblock write leaves the other slot, one generation older and still valid: its head
+ * points at records that are still intact, because space is reused only after the superblock that
+ * freed it is durable.
+ *
+ * Stale records. A ring holds old records from earlier laps, and a crash can leave a record that
+ * was written but never reported durable after one that was lost. The scan accepts a record only
+ * if it has the journal's id, the expected sequence (previous + 1) and an epoch (+1 at every open)
+ * not below the previous record's nor the superblock's floor; so neither an old lap, nor a record
+ * orphaned by a crash (whose sequence is reused by the next epoch), is ever taken for a live one.
+ *
+ * Failure. A device error (including SimDevice's ECRASH) stops the journal: every append not yet
+ * durable fails with JournalFailedError and nothing is accepted until it is reopened (recovery).
+ * Re-forwarding after a crash is at-least-once for records released but not yet truncated
+ * durably; the command identifier in every record lets the secondary apply each write once.
+ */
+import assert from 'node:assert';
+import type { BlockDevice } from '../../hal/block-device.js';
+import type { Clock } from '../../hal/clock.js';
+import { nullLogger, type Logger } from '../../hal/types.js';
+import { Ring } from '../ring.js';
+import {
+  KIND_PAD, KIND_WRITE, RECORD_FUA, RECORD_PAYLOAD_CRC, RECORD_HEADER, SUPERBLOCK_BYTES, SUPERBLOCK_SLOT, alignUp, crcMatches, decodeRecordHeader, decodeSuperblock, encodeRecord,
+  encodeSuperblock, payloadOk, type Superblock,
+} from './journal-format.js';
+import {
+  JournalClosedError, JournalFailedError, JournalFullError, RecordTooLargeError, validateAppend, type AppendRequest, type AppendResult,
+  type JournalEntry, type JournalStats, type RelayJournal,
+} from './journal-types.js';
+
+export interface DeviceJournalOptions {
+  device: BlockDevice;
+  clock: Clock;
+  logger?: Logger;
+  /** When a record does not fit: wait for truncation (default) or fail with JournalFullError. */
+  whenFull?: 'wait' | 'fail';
+  /** Payload bytes kept in memory for forwarding without reading back (default 16 MiB). */
+  cacheBytes?: number;
+}
+
+export interface FormatOptions {
+  /** Record alignment and superblock slot size (default 4096; at least 512, a power of two). */
+  align?: number;
+  /** Tells this journal's records from those of an earlier journal on the same device. */
+  journalId: number;
+}
+
+export interface RecoveryReport {
+  /** Superblock slot the head came from, and its generation. */
+  slot: 0 | 1;
+  generation: number;
+  /** Epoch of this open (records appended from now on carry it). */
+  epoch: number;
+  records: number;
+  bytes: number;
+  headSeq: number;
+  nextSeq: number;
+  /**
+   * Where the chain ended and why: the next sequence was not found there (no record, a stale one
+   * from an earlier lap or epoch, or a torn one). Null only when the ring is full of live records.
+   */
+  end: { offset: number; seq: number; reason: string } | null;
+}
+
+interface Entry extends JournalEntry {
+  readonly kind: number;
+  readonly offset: number;
+  readonly span: number;
+  readonly epoch: number;
+  payloadCrc: number;
+  durable: boolean;
+  released: boolean;
+  data: Buffer | null;
+  resolve: ((r: AppendResult) => void) | null;
+  reject: ((e: Error) => void) | null;
+}
+
+interface SpaceWaiter {
+  req: AppendRequest;
+  resolve: (r: AppendResult) => void;
+  reject: (e: Error) => void;
+}
+
+interface TruncationWaiter {
+  seq: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export class DeviceJournal implements RelayJournal {
+  readonly kind = 'device' as const;
+  private readonly device: BlockDevice;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly whenFull: 'wait' | 'fail';
+  private readonly cacheBytes: number;
+  private readonly align: number;
+  private readonly ringStart: number;
+  private readonly ringEnd: number;
+  private readonly capacity: number;
+  private readonly maxRecord: number;
+  private readonly epoch: number;
+
+  private sb: Superblock;
+  private tail: number;
+  private nextSeq: number;
+  private used: number;
+  /** Records and pads from the durable head on, in sequence order (chain[chainStart] is the head). */
+  private chain: Entry[];
+  private chainStart = 0;
+  private readonly bySeq = new Map<number, Entry>();
+  private cacheUsed = 0;
+
+  private batch: Entry[] = [];
+  private batchWrites: Promise<void>[] = [];
+  private committing = false;
+  private commitScheduled = false;
+  private readonly spaceWaiters = new Ring<SpaceWaiter>();
+  private truncationWaiters: TruncationWaiter[] = [];
+  private sbWriting = false;
+  private failure: Error | null = null;
+  private closing = false;
+  private idleWaiters: (() => void)[] = [];
+  private readonly counters = { appends: 0, commits: 0, flushes: 0, superblockWrites: 0 };
+
+  /** Write a fresh, empty journal over the device. */
+  static async format(device: BlockDevice, opts: FormatOptions): Promise<void> {
+    const align = opts.align ?? 4096;
+    assert(align >= 512 && (align & (align - 1)) === 0, `journal align ${align} must be a power of two >= 512`);
+    assert(Number.isInteger(opts.journalId) && opts.journalId >= 0 && opts.journalId <= 0xffffffff, 'journal id must be a u32');
+    const ringStart = alignUp(2 * SUPERBLOCK_SLOT, align);
+    const ringEnd = Math.floor(device.size / align) * align;
+    assert(ringEnd - ringStart >= 4 * align, `device of ${device.size} bytes is too small for a journal`);
+    const sb: Superblock = { generation: 0, journalId: opts.journalId, epoch: 0, floorEpoch: 0, align, headOffset: ringStart, headSeq: 1, ringStart, ringEnd };
+    await device.write(0, encodeSuperblock(sb, SUPERBLOCK_SLOT));
+    await device.write(SUPERBLOCK_SLOT, encodeSuperblock({ ...sb, generation: 1 }, SUPERBLOCK_SLOT));
+    await device.flush();
+  }
+
+  /** Recover the journal on the device: the scan from the persisted head, then a new epoch. */
+  static async open(opts: DeviceJournalOptions): Promise<{ journal: DeviceJournal; recovery: RecoveryReport }> {
+    const { device } = opts;
+    const log = (opts.logger ?? nullLogger).child({ journal: device.name });
+    const slots: Array<Superblock | string> = [];
+    for (const slot of [0, 1]) {
+      const b = Buffer.alloc(SUPERBLOCK_BYTES);
+      await device.read(slot * SUPERBLOCK_SLOT, b);
+      slots.push(decodeSuperblock(b));
+    }
+    const valid = slots.map((s, i) => ({ s, i })).filter((x): x is { s: Superblock; i: number } => typeof x.s === 'object' && x.s.ringEnd <= device.size);
+    if (valid.length === 0) throw new Error(`journal on ${device.name}: no valid superblock (${slots.join('; ')}); format it first`);
+    const best = valid.reduce((a, b) => (b.s.generation > a.s.generation ? b : a));
+    const sb = best.s;
+    if (valid.length < 2) log.warn({ slot: best.i, other: slots[1 - best.i] }, 'journal: one superblock copy is unreadable; using the other');
+
+    const epoch = sb.epoch + 1;
+    const scan = await scanRing(device, sb, epoch, opts.cacheBytes ?? 16 << 20);
+    const journal = new DeviceJournal(opts, sb, epoch, scan);
+    // The new epoch must be durable before any record carries it.
+    await journal.writeSuperblockNow();
+    const recovery: RecoveryReport = {
+      slot: best.i as 0 | 1,
+      generation: sb.generation,
+      epoch,
+      records: scan.entries.filter((e) => e.kind === KIND_WRITE).length,
+      bytes: scan.entries.reduce((n, e) => n + e.length, 0),
+      headSeq: sb.headSeq,
+      nextSeq: scan.nextSeq,
+      end: scan.stop,
+    };
+    log.info({ ...recovery }, 'journal recovered');
+    return { journal, recovery };
+  }
+
+  private constructor(opts: DeviceJournalOptions, sb: Superblock, epoch: number, scan: ScanResult) {
+    this.device = opts.device;
+    this.clock = opts.clock;
+    this.log = (opts.logger ?? nullLogger).child({ journal: opts.device.name });
+    this.whenFull = opts.whenFull ?? 'wait';
+    this.cacheBytes = opts.cacheBytes ?? 16 << 20;
+    this.align = sb.align;
+    this.ringStart = sb.ringStart;
+    this.ringEnd = sb.ringEnd;
+    this.capacity = sb.ringEnd - sb.ringStart;
+    // Half the ring: such a record always fits once the ring is empty, wherever the tail is.
+    this.maxRecord = Math.floor(this.capacity / 2 / this.align) * this.align;
+    this.epoch = epoch;
+    this.sb = sb;
+    this.chain = scan.entries;
+    for (const e of this.chain) this.bySeq.set(e.seq, e);
+    this.cacheUsed = scan.cached;
+    this.tail = scan.tail;
+    this.nextSeq = scan.nextSeq;
+    this.used = scan.used;
+  }
+
+  // ---- appends and group commit ------------------------------------------------------------------
+
+  append(req: AppendRequest): Promise<AppendResult> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new JournalClosedError());
+    const bad = validateAppend(req);
+    if (bad !== null) return Promise.reject(bad);
+    const need = alignUp(RECORD_HEADER + req.data.length, this.align);
+    if (need > this.maxRecord) return Promise.reject(new RecordTooLargeError(need, this.maxRecord));
+    return new Promise<AppendResult>((resolve, reject) => {
+      if (this.spaceWaiters.length === 0 && this.fits(need)) {
+        this.place(req, resolve, reject);
+        return;
+      }
+      if (this.whenFull === 'fail') {
+        reject(new JournalFullError(need + this.wasteFor(need), this.capacity - this.used, this.capacity));
+        return;
+      }
+      // FIFO: a record never overtakes one already waiting, so recording order is arrival order.
+      this.spaceWaiters.push({ req, resolve, reject });
+    });
+  }
+
+  private wasteFor(need: number): number {
+    return this.tail + need > this.ringEnd ? this.ringEnd - this.tail : 0;
+  }
+
+  private fits(need: number): boolean {
+    return this.used + this.wasteFor(need) + need <= this.capacity;
+  }
+
+  private place(req: AppendRequest, resolve: (r: AppendResult) => void, reject: (e: Error) => void): void {
+    const need = alignUp(RECORD_HEADER + req.data.length, this.align);
+    const waste = this.wasteFor(need);
+    if (waste > 0) {
+      const pad = this.newEntry(KIND_PAD, this.tail, waste, null, 0);
+      pad.released = true;
+      this.issue(pad, encodeRecord(this.headerOf(pad), Buffer.alloc(0)));
+      this.tail = this.ringStart;
+    }
+    const e = this.newEntry(KIND_WRITE, this.tail, need, req, 0);
+    const buf = encodeRecord(this.headerOf(e), req.data);
+    e.payloadCrc = buf.readUInt32BE(RECORD_PAYLOAD_CRC);
+    if (this.cacheUsed + e.length <= this.cacheBytes) {
+      e.data = buf.subarray(RECORD_HEADER, RECORD_HEADER + e.length);
+      this.cacheUsed += e.length;
+    }
+    e.resolve = resolve;
+    e.reject = reject;
+    this.counters.appends++;
+    this.issue(e, buf);
+    this.tail += need;
+    if (this.tail === this.ringEnd) this.tail = this.ringStart;
+  }
+
+  private newEntry(kind: number, offset: number, span: number, req: AppendRequest | null, payloadCrc: number): Entry {
+    return {
+      kind, offset, span, epoch: this.epoch, payloadCrc,
+      seq: this.nextSeq++,
+      id: req ? { sourceUnit: req.id.sourceUnit, issue: req.id.issue } : { sourceUnit: 0, issue: 0 },
+      volume: req?.volume ?? 0,
+      lba: req?.lba ?? 0,
+      blocks: req?.blocks ?? 0,
+      fua: req?.fua === true,
+      forwardTo: req?.forwardTo ?? 0,
+      length: req?.data.length ?? 0,
+      recordedAt: Math.floor(this.clock.wallTime()),
+      durable: false, released: false, data: null, resolve: null, reject: null,
+    };
+  }
+
+  private headerOf(e: Entry): Parameters<typeof encodeRecord>[0] {
+    return {
+      kind: e.kind, flags: e.fua ? RECORD_FUA : 0, journalId: this.sb.journalId, seq: e.seq, epoch: e.epoch,
+      sourceUnit: e.id.sourceUnit, issue: e.id.issue, volume: e.volume, blocks: e.blocks, lba: e.lba, forwardTo: e.forwardTo,
+      span: e.span, recordedAt: e.recordedAt,
+    };
+  }
+
+  private issue(e: Entry, buf: Buffer): void {
+    this.used += e.span;
+    this.chain.push(e);
+    this.bySeq.set(e.seq, e);
+    const w = this.device.write(e.offset, buf);
+    // Judged in commit(); never an unhandled rejection in between (a crash fails writes at once).
+    w.catch(() => {});
+    this.batch.push(e);
+    this.batchWrites.push(w);
+    if (!this.commitScheduled && !this.committing) {
+      this.commitScheduled = true;
+      // Appends made in this same turn join the batch.
+      queueMicrotask(() => void this.commit());
+    }
+  }
+
+  private async commit(): Promise<void> {
+    this.commitScheduled = false;
+    if (this.committing || this.batch.length === 0 || this.failure !== null) return;
+    this.committing = true;
+    const batch = this.batch;
+    const writes = this.batchWrites;
+    this.batch = [];
+    this.batchWrites = [];
+    try {
+      const results = await Promise.allSettled(writes);
+      const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (bad) throw bad.reason;
+      // Issued only now that every write of the batch completed: the flush covers all of them.
+      if (this.device.volatileCache) {
+        await this.device.flush();
+        this.counters.flushes++;
+      }
+    } catch (err) {
+      this.committing = false;
+      this.fail(err);
+      return;
+    }
+    this.committing = false;
+    this.counters.commits++;
+    for (const e of batch) {
+      e.durable = true;
+      const resolve = e.resolve;
+      e.resolve = null;
+      e.reject = null;
+      resolve?.({ seq: e.seq, durability: 'durable' });
+    }
+    // Released records that just became durable may let the head move.
+    this.truncate();
+    if (this.batch.length > 0) void this.commit();
+    else this.checkIdle();
+  }
+
+  // ---- reading and releasing -------------------------------------------------------------------
+
+  pending(): JournalEntry[] {
+    const out: JournalEntry[] = [];
+    for (let i = this.chainStart; i < this.chain.length; i++) {
+      const e = this.chain[i]!;
+      if (e.kind === KIND_WRITE && !e.released) out.push(publicEntry(e));
+    }
+    return out;
+  }
+
+  entry(seq: number): JournalEntry | undefined {
+    const e = this.bySeq.get(seq);
+    return e !== undefined && e.kind === KIND_WRITE ? publicEntry(e) : undefined;
+  }
+
+  async read(seq: number): Promise<Buffer> {
+    const e = this.bySeq.get(seq);
+    if (e === undefined || e.kind !== KIND_WRITE) throw new RangeError(`journal: no record ${seq}`);
+    if (e.data !== null) return e.data;
+    const b = Buffer.alloc(e.length);
+    await this.device.read(e.offset + RECORD_HEADER, b);
+    if (!crcMatches(b, e.payloadCrc)) {
+      throw new Error(`journal: record ${seq} at offset ${e.offset} reads back corrupt`);
+    }
+    return b;
+  }
+
+  release(seq: number): Promise<void> {
+    if (seq < this.sb.headSeq) return Promise.resolve();
+    const e = this.bySeq.get(seq);
+    if (e === undefined || e.kind !== KIND_WRITE) return Promise.reject(new RangeError(`journal: no record ${seq}`));
+    if (this.failure !== null) return Promise.reject(this.failure);
+    e.released = true;
+    const p = new Promise<void>((resolve, reject) => this.truncationWaiters.push({ seq, resolve, reject }));
+    this.truncate();
+    return p;
+  }
+
+  /** The head the superblock should hold: past every released, durable record at the front. */
+  private wantedHead(): { offset: number; seq: number; floor: number } {
+    for (let i = this.chainStart; i < this.chain.length; i++) {
+      const e = this.chain[i]!;
+      if (!(e.released && e.durable)) return { offset: e.offset, seq: e.seq, floor: e.epoch };
+    }
+    return { offset: this.tail, seq: this.nextSeq, floor: this.epoch };
+  }
+
+  private truncate(): void {
+    if (this.sbWriting || this.failure !== null) return;
+    if (this.wantedHead().seq === this.sb.headSeq) return;
+    void this.writeSuperblockNow().then(() => this.truncate(), () => {});
+  }
+
+  /** Write the wanted head to the other superblock slot (FUA); then free the space it passed. */
+  private async writeSuperblockNow(): Promise<void> {
+    assert(!this.sbWriting, 'journal: superblock writes overlap');
+    this.sbWriting = true;
+    const head = this.wantedHead();
+    const next: Superblock = { ...this.sb, generation: this.sb.generation + 1, epoch: this.epoch, headOffset: head.offset, headSeq: head.seq, floorEpoch: head.floor };
+    const slot = next.generation % 2;
+    try {
+      await this.device.write(slot * SUPERBLOCK_SLOT, encodeSuperblock(next, SUPERBLOCK_SLOT), { fua: true });
+    } catch (err) {
+      this.sbWriting = false;
+      this.fail(err);
+      throw err;
+    }
+    this.sbWriting = false;
+    this.sb = next;
+    this.counters.superblockWrites++;
+    while (this.chainStart < this.chain.length && this.chain[this.chainStart]!.seq < next.headSeq) {
+      const e = this.chain[this.chainStart++]!;
+      this.used -= e.span;
+      this.bySeq.delete(e.seq);
+      if (e.data !== null) this.cacheUsed -= e.length;
+      e.data = null;
+    }
+    if (this.chainStart > 1024 && this.chainStart * 2 > this.chain.length) {
+      this.chain = this.chain.slice(this.chainStart);
+      this.chainStart = 0;
+    }
+    if (this.truncationWaiters.length > 0) {
+      const keep: TruncationWaiter[] = [];
+      for (const w of this.truncationWaiters) {
+        if (w.seq < next.headSeq) w.resolve();
+        else keep.push(w);
+      }
+      this.truncationWaiters = keep;
+    }
+    this.admitWaiting();
+    this.checkIdle();
+  }
+
+  private admitWaiting(): void {
+    while (this.spaceWaiters.length > 0 && this.failure === null) {
+      const w = this.spaceWaiters.peek()!;
+      if (!this.fits(alignUp(RECORD_HEADER + w.req.data.length, this.align))) break;
+      this.spaceWaiters.shift();
+      this.place(w.req, w.resolve, w.reject);
+    }
+  }
+
+  // ---- failure, closing, stats -------------------------------------------------------------------
+
+  private fail(err: unknown): void {
+    if (this.failure !== null) return;
+    const f = new JournalFailedError(err);
+    this.failure = f;
+    this.log.error({ err }, 'journal failed: appends refused until it is reopened');
+    for (let i = this.chainStart; i < this.chain.length; i++) {
+      const e = this.chain[i]!;
+      const reject = e.reject;
+      e.resolve = null;
+      e.reject = null;
+      reject?.(f);
+    }
+    for (let w = this.spaceWaiters.shift(); w !== undefined; w = this.spaceWaiters.shift()) w.reject(f);
+    for (const w of this.truncationWaiters) w.reject(f);
+    this.truncationWaiters = [];
+    this.checkIdle();
+  }
+
+  get failed(): Error | null {
+    return this.failure;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    for (let w = this.spaceWaiters.shift(); w !== undefined; w = this.spaceWaiters.shift()) w.reject(new JournalClosedError());
+    if (this.busy()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private busy(): boolean {
+    return this.failure === null && (this.committing || this.commitScheduled || this.sbWriting || this.batch.length > 0);
+  }
+
+  private checkIdle(): void {
+    if (this.busy() || this.idleWaiters.length === 0) return;
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const fn of w) fn();
+  }
+
+  stats(): JournalStats {
+    let records = 0;
+    let pendingBytes = 0;
+    for (let i = this.chainStart; i < this.chain.length; i++) {
+      const e = this.chain[i]!;
+      if (e.kind === KIND_WRITE && !e.released) {
+        records++;
+        pendingBytes += e.length;
+      }
+    }
+    return {
+      kind: this.kind, capacity: this.capacity, used: this.used, free: this.capacity - this.used, records, pendingBytes,
+      appends: this.counters.appends, commits: this.counters.commits, flushes: this.counters.flushes, superblockWrites: this.counters.superblockWrites,
+      waitingForSpace: this.spaceWaiters.length, headSeq: this.sb.headSeq, nextSeq: this.nextSeq, failed: this.failure !== null,
+    };
+  }
+
+  /** Largest payload one record can carry. */
+  get maxPayload(): number {
+    return this.maxRecord - RECORD_HEADER;
+  }
+}
+
+function publicEntry(e: Entry): JournalEntry {
+  return { seq: e.seq, id: e.id, volume: e.volume, lba: e.lba, blocks: e.blocks, fua: e.fua, forwardTo: e.forwardTo, length: e.length, recordedAt: e.recordedAt };
+}
+
+interface ScanResult {
+  entries: Entry[];
+  tail: number;
+  nextSeq: number;
+  used: number;
+  cached: number;
+  stop: RecoveryReport['end'];
+}
+
+/** Follow the chain from the head; stop at the first record that is not the next live one. */
+async function scanRing(device: BlockDevice, sb: Superblock, epoch: number, cacheBytes: number): Promise<ScanResult> {
+  const capacity = sb.ringEnd - sb.ringStart;
+  const entries: Entry[] = [];
+  let pos = sb.headOffset;
+  let seq = sb.headSeq;
+  let used = 0;
+  let cached = 0;
+  let prevEpoch = sb.floorEpoch;
+  let stop: RecoveryReport['end'] = null;
+  const header = Buffer.alloc(RECORD_HEADER);
+  while (used < capacity) {
+    if (pos === sb.ringEnd) pos = sb.ringStart;
+    await device.read(pos, header);
+    const h = decodeRecordHeader(header);
+    const why = typeof h === 'string' ? h
+      : h.journalId !== sb.journalId ? `journal id ${h.journalId}`
+        : h.seq !== seq ? `sequence ${h.seq}, expected ${seq}`
+          : h.epoch < prevEpoch || h.epoch >= epoch ? `epoch ${h.epoch} outside ${prevEpoch}..${epoch - 1}`
+            : h.kind === KIND_PAD && h.span !== sb.ringEnd - pos ? `pad of ${h.span} bytes at ${pos}`
+              : h.kind === KIND_WRITE && h.span !== alignUp(RECORD_HEADER + h.payloadLength, sb.align) ? `span ${h.span} for ${h.payloadLength} bytes`
+                : pos + h.span > sb.ringEnd || used + h.span > capacity ? `span ${h.span} beyond the ring`
+                  : null;
+    if (why !== null || typeof h === 'string') {
+      stop = { offset: pos, seq, reason: why ?? 'bad header' };
+      break;
+    }
+    let data: Buffer | null = null;
+    if (h.kind === KIND_WRITE) {
+      data = Buffer.alloc(h.payloadLength);
+      await device.read(pos + RECORD_HEADER, data);
+      if (!payloadOk(h, data)) {
+        stop = { offset: pos, seq, reason: 'payload CRC mismatch (torn record)' };
+        break;
+      }
+      if (cached + data.length <= cacheBytes) cached += data.length;
+      else data = null;
+    }
+    entries.push({
+      kind: h.kind, offset: pos, span: h.span, epoch: h.epoch, payloadCrc: h.payloadCrc,
+      seq: h.seq, id: { sourceUnit: h.sourceUnit, issue: h.issue }, volume: h.volume, lba: h.lba, blocks: h.blocks,
+      fua: (h.flags & RECORD_FUA) !== 0, forwardTo: h.forwardTo, length: h.kind === KIND_WRITE ? h.payloadLength : 0, recordedAt: h.recordedAt,
+      durable: true, released: h.kind === KIND_PAD, data, resolve: null, reject: null,
+    });
+    used += h.span;
+    pos += h.span;
+    prevEpoch = h.epoch;
+    seq++;
+  }
+  if (pos === sb.ringEnd) pos = sb.ringStart;
+  return { entries, tail: pos, nextSeq: seq, used, cached, stop };
+}
