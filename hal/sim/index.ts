@@ -3,3 +3,5 @@ export { VirtualClock } from './virtual-clock.js';
 export { Random } from './random.js';
 export { Simulator, settle, type RunOptions } from './simulator.js';
 export { SimDevice, seekLatency, type SimDeviceOptions, type SimOpRecord, type SimDeviceStats, type Latency, type LatencyQuery } from './sim-device.js';
+export { SimNetwork, type SimNetworkOptions } from './sim-network.js';
+export { SimDatagramNetwork, type SimDatagramOptions } from './sim-datagram.js';

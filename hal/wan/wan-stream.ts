@@ -1,0 +1,342 @@
+/**
+ * A StreamTransport that shapes what this side writes before the real transport (TCP, or the
+ * simulator's in-memory stream) gets it: every write is cut into segments, the link model says when
+ * each arrives at the far end, and at that time the bytes are handed to the real transport. The
+ * other side shapes its own writes, so a round trip sees both directions' delays. Reading is not
+ * touched: what arrives was shaped by the sender.
+ *
+ * Backpressure: write() says false while the link's queue is over its limit (bandwidth-bound
+ * sender), while the bytes held here exceed maxHeldBytes (bytes in flight on a long fat link), or
+ * while the real transport's own buffer is full; onDrain follows when all three are down to half.
+ *
+ * Timing: one clock timer per stream for the earliest pending delivery; everything due when it
+ * fires goes to the real transport as one batch. On the real HAL give it hal/precise-timer.ts's
+ * preciseClock (systemClock's millisecond timers would add up to a millisecond per hop).
+ */
+import type { Clock, Timer } from '../clock.js';
+import type { StreamHandler, StreamTransport } from '../transport.js';
+import { STREAM_RESET, type LinkModel, type StreamFlow } from './link-model.js';
+
+export interface WanStreamOptions {
+  /** Bytes accepted and not yet handed to the real transport beyond which write() says false. Default 64 MiB. */
+  maxHeldBytes?: number;
+  /** For error messages. */
+  linkName?: string;
+}
+
+/** A delivery is due when the clock is within this of it (the clock's own float rounding). */
+const EPSILON_MS = 1e-6;
+
+type Early = { kind: 'data'; chunk: Buffer } | { kind: 'drain' } | { kind: 'close'; err: Error | undefined };
+
+export class WanStream implements StreamTransport {
+  /** Give this to the real transport as its handler. */
+  readonly innerHandler: StreamHandler;
+  private handler: StreamHandler | undefined;
+  private early: Early[] = [];
+
+  private readonly flow: StreamFlow;
+  private readonly maxHeld: number;
+  private readonly linkName: string;
+
+  // Pending pieces, FIFO from `head`; delivery times nondecreasing (the model never reorders a flow).
+  private pChunk: (Uint8Array | null)[] = [];
+  private pStart: number[] = [];
+  private pEnd: number[] = [];
+  private pAt: number[] = [];
+  private pDone: (((err?: Error) => void) | undefined)[] = [];
+  private head = 0;
+  private held = 0;
+
+  private timer: Timer | undefined;
+  private drainTimer: Timer | undefined;
+  private outageTimer: Timer | undefined;
+  private owedDrain = false;
+  private innerBlocked = false;
+  private ending = false;
+  /** No more writes (destroyed, reset or closed underneath). */
+  private closed = false;
+  private reported = false;
+  private resetError: Error | undefined;
+
+  constructor(
+    readonly inner: StreamTransport,
+    readonly model: LinkModel,
+    private readonly clock: Clock,
+    opts: WanStreamOptions = {},
+  ) {
+    this.flow = model.newFlow();
+    this.maxHeld = opts.maxHeldBytes ?? 64 * 1024 * 1024;
+    this.linkName = opts.linkName ?? model.profile.name;
+    this.innerHandler = {
+      onData: (chunk) => {
+        if (this.handler) this.handler.onData(chunk);
+        else this.early.push({ kind: 'data', chunk });
+      },
+      onDrain: () => {
+        this.innerBlocked = false;
+        if (this.handler) this.checkDrain();
+        else this.early.push({ kind: 'drain' });
+      },
+      onClose: (err) => this.closedUnderneath(err),
+    };
+    this.armOutage();
+  }
+
+  /** Connect the protocol's handler; events that came before are replayed to it now. */
+  attach(handler: StreamHandler): void {
+    this.handler = handler;
+    const early = this.early;
+    this.early = [];
+    for (const e of early) {
+      if (e.kind === 'data') handler.onData(e.chunk);
+      else if (e.kind === 'drain') this.checkDrain();
+      else this.report(e.err);
+    }
+  }
+
+  get remoteAddress(): string { return this.inner.remoteAddress; }
+  get remotePort(): number { return this.inner.remotePort; }
+  get localAddress(): string { return this.inner.localAddress; }
+  get localPort(): number { return this.inner.localPort; }
+
+  /** Bytes accepted and not yet handed to the real transport. */
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  write(chunks: readonly Uint8Array[], done?: (err?: Error) => void): boolean {
+    if (this.closed || this.ending) {
+      if (done) queueMicrotask(() => done(new Error('stream closed')));
+      return false;
+    }
+    let total = 0;
+    for (let i = 0; i < chunks.length; i++) total += chunks[i]!.length;
+    if (total === 0) {
+      // Nothing to carry, but `done` must still come after what is ahead of it.
+      this.push(null, 0, 0, Math.max(this.flow.lastAt, this.clock.now()), done);
+    } else {
+      const seg = this.model.profile.segmentBytes;
+      let remaining = total;
+      let segLeft = 0;
+      let at = 0;
+      for (let i = 0; i < chunks.length; i++) {
+        const c = chunks[i]!;
+        let off = 0;
+        while (off < c.length) {
+          if (segLeft === 0) {
+            const size = remaining < seg ? remaining : seg;
+            at = this.model.sendSegment(this.flow, size);
+            if (at === STREAM_RESET) {
+              this.reset(this.model.lastResetReason);
+              if (done) queueMicrotask(() => done(this.resetError));
+              return false;
+            }
+            segLeft = size;
+            remaining -= size;
+          }
+          const take = Math.min(segLeft, c.length - off);
+          this.push(c, off, off + take, at, undefined);
+          off += take;
+          segLeft -= take;
+        }
+      }
+      if (done) this.pDone[this.pDone.length - 1] = done;
+    }
+    this.arm();
+    if (!this.blocked()) return true;
+    this.owedDrain = true;
+    this.armDrainCheck();
+    return false;
+  }
+
+  pauseReading(): void {
+    this.inner.pauseReading();
+  }
+
+  resumeReading(): void {
+    this.inner.resumeReading();
+  }
+
+  end(): void {
+    if (this.closed || this.ending) return;
+    this.ending = true;
+    if (this.head === this.pAt.length) this.inner.end();
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.shut(new Error('stream destroyed'));
+    this.inner.destroy();
+  }
+
+  private push(chunk: Uint8Array | null, start: number, end: number, at: number, done: ((err?: Error) => void) | undefined): void {
+    const n = this.pAt.length - 1;
+    // Contiguous bytes of one chunk arriving together stay one piece (an unlimited link).
+    if (n >= this.head && chunk !== null && this.pChunk[n] === chunk && this.pEnd[n] === start && this.pAt[n] === at && this.pDone[n] === undefined) {
+      this.pEnd[n] = end;
+    } else {
+      this.pChunk.push(chunk);
+      this.pStart.push(start);
+      this.pEnd.push(end);
+      this.pAt.push(at);
+      this.pDone.push(done);
+    }
+    this.held += end - start;
+  }
+
+  private arm(): void {
+    if (this.timer !== undefined || this.closed || this.head === this.pAt.length) return;
+    this.timer = this.clock.setTimer(this.pAt[this.head]! - this.clock.now(), this.deliver);
+  }
+
+  private readonly deliver = (): void => {
+    this.timer = undefined;
+    if (this.closed) return;
+    const limit = this.clock.now() + EPSILON_MS;
+    const batch: Uint8Array[] = [];
+    const dones: ((err?: Error) => void)[] = [];
+    let cur: Uint8Array | null = null;
+    let curStart = 0;
+    let curEnd = 0;
+    let h = this.head;
+    const n = this.pAt.length;
+    while (h < n && this.pAt[h]! <= limit) {
+      const c = this.pChunk[h]!;
+      const s = this.pStart[h]!;
+      const e = this.pEnd[h]!;
+      if (c !== null && e > s) {
+        if (cur === c && curEnd === s) {
+          curEnd = e;
+        } else {
+          if (cur !== null) batch.push(slice(cur, curStart, curEnd));
+          cur = c;
+          curStart = s;
+          curEnd = e;
+        }
+        this.held -= e - s;
+      }
+      const d = this.pDone[h];
+      if (d !== undefined) dones.push(d);
+      this.pChunk[h] = null;
+      this.pDone[h] = undefined;
+      h++;
+    }
+    if (cur !== null) batch.push(slice(cur, curStart, curEnd));
+    this.head = h;
+    this.compact();
+    if (batch.length > 0 || dones.length > 0) {
+      const ok = this.inner.write(batch, dones.length === 0 ? undefined : (err) => { for (const d of dones) d(err); });
+      if (!ok) this.innerBlocked = true;
+    }
+    if (this.closed) return;
+    if (this.ending && this.head === this.pAt.length) this.inner.end();
+    this.arm();
+    this.checkDrain();
+  };
+
+  private compact(): void {
+    const h = this.head;
+    if (h < 1024 || h * 2 < this.pAt.length) return;
+    this.pChunk = this.pChunk.slice(h);
+    this.pStart = this.pStart.slice(h);
+    this.pEnd = this.pEnd.slice(h);
+    this.pAt = this.pAt.slice(h);
+    this.pDone = this.pDone.slice(h);
+    this.head = 0;
+  }
+
+  private blocked(): boolean {
+    return this.innerBlocked || this.held > this.maxHeld || this.model.queueFull();
+  }
+
+  private checkDrain(): void {
+    if (!this.owedDrain || this.closed || this.handler === undefined) return;
+    const q = this.model.profile.queueBytes;
+    if (this.innerBlocked || this.held > this.maxHeld / 2 || this.model.queuedBytes() > q / 2) {
+      this.armDrainCheck();
+      return;
+    }
+    this.owedDrain = false;
+    this.drainTimer?.cancel();
+    this.drainTimer = undefined;
+    this.handler.onDrain();
+  }
+
+  /** The link's queue empties on its own (no event tells us): look again when it is down to half. */
+  private armDrainCheck(): void {
+    if (this.drainTimer !== undefined) return;
+    const q = this.model.profile.queueBytes;
+    if (this.model.queuedBytes() <= q / 2) return;
+    this.drainTimer = this.clock.setTimer(this.model.queueBelowAt(q / 2) - this.clock.now(), () => {
+      this.drainTimer = undefined;
+      this.checkDrain();
+    });
+  }
+
+  private armOutage(): void {
+    const now = this.clock.now();
+    const w = this.model.outageAt(now);
+    const next = w?.mode === 'reset' ? w : this.model.nextOutage(now, 'reset');
+    if (next === undefined) return;
+    this.outageTimer = this.clock.setTimer(Math.max(0, next.start - now), () => {
+      this.outageTimer = undefined;
+      this.reset('WAN link outage');
+    });
+  }
+
+  private reset(reason: string): void {
+    if (this.closed) return;
+    this.resetError = errno('ECONNRESET', `WAN link${this.linkName ? ` ${this.linkName}` : ''}: ${reason}`);
+    this.shut(this.resetError);
+    this.inner.destroy();
+  }
+
+  /** Stop everything of ours: no more writes, timers off, pending writes failed. */
+  private shut(err: Error): void {
+    this.closed = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.drainTimer?.cancel();
+    this.drainTimer = undefined;
+    this.outageTimer?.cancel();
+    this.outageTimer = undefined;
+    const dones: ((err?: Error) => void)[] = [];
+    for (let i = this.head; i < this.pDone.length; i++) {
+      const d = this.pDone[i];
+      if (d !== undefined) dones.push(d);
+    }
+    this.pChunk = [];
+    this.pStart = [];
+    this.pEnd = [];
+    this.pAt = [];
+    this.pDone = [];
+    this.head = 0;
+    this.held = 0;
+    for (const d of dones) d(err);
+  }
+
+  private closedUnderneath(err: Error | undefined): void {
+    if (!this.closed) this.shut(err ?? new Error('stream closed'));
+    const e = this.resetError ?? err;
+    if (this.handler) this.report(e);
+    else this.early.push({ kind: 'close', err: e });
+  }
+
+  private report(err: Error | undefined): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.handler?.onClose(err);
+  }
+}
+
+/** Like Node's system errors, so code that checks `err.code` works the same over a WAN link. */
+export function errno(code: string, message: string): NodeJS.ErrnoException {
+  const e = new Error(message) as NodeJS.ErrnoException;
+  e.code = code;
+  return e;
+}
+
+function slice(c: Uint8Array, s: number, e: number): Uint8Array {
+  return s === 0 && e === c.length ? c : c.subarray(s, e);
+}
