@@ -16,11 +16,27 @@ export interface KuraOptions {
   size: string;
   host?: string;
   port: number;
+  /** Further portals on `host`, each its own target portal group (multipath). */
+  extraPorts?: number[];
   iqn?: string;
+  /** Change the generated node configuration before it is written (thin volume, CHAP, digests...). */
+  configure?: (config: KuraConfig) => void;
+}
+
+/** The node configuration startKura writes (cli/config.ts spells out every field). */
+export interface KuraConfig {
+  node: { name: string; dataDir: string };
+  portals: { host: string; port: number }[];
+  volumes: Record<string, unknown>[];
+  targets: Record<string, unknown>[];
+  [key: string]: unknown;
 }
 
 export interface RunningKura {
+  /** LUN 0 through the first portal. */
   readonly url: string;
+  /** LUN 0 through each portal, in order. */
+  readonly urls: string[];
   readonly child: ChildProcess;
   readonly logPath: string;
   stop(): Promise<void>;
@@ -31,15 +47,19 @@ export async function startKura(opts: KuraOptions): Promise<RunningKura> {
   const iqn = opts.iqn ?? 'iqn.2026-11.dev.kura:bench';
   const entry = path.join(opts.root, 'dist/cli/kura.js');
   if (!fs.existsSync(entry)) throw new Error(`${entry} not found: build first (npm run build)`);
-  if (await acceptsTcp(host, opts.port)) throw new Error(`port ${host}:${opts.port} is already in use: pick another with --kura-port`);
+  const ports = [opts.port, ...(opts.extraPorts ?? [])];
+  for (const port of ports) {
+    if (await acceptsTcp(host, port)) throw new Error(`port ${host}:${port} is already in use: pick another with --kura-port`);
+  }
   const dataDir = path.join(opts.dir, 'kura-data');
   fs.mkdirSync(dataDir, { recursive: true });
-  const config = {
+  const config: KuraConfig = {
     node: { name: 'bench', dataDir },
-    portals: [{ host, port: opts.port }],
+    portals: ports.map((port) => ({ host, port })),
     volumes: [{ name: 'vol0', size: opts.size, blockSize: 512, backing: { type: 'file', path: opts.backingFile } }],
     targets: [{ name: iqn, luns: [{ lun: 0, volume: 'vol0' }] }],
   };
+  opts.configure?.(config);
   const configPath = path.join(opts.dir, 'kura.json');
   fs.writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);
 
@@ -56,10 +76,11 @@ export async function startKura(opts: KuraOptions): Promise<RunningKura> {
   const stop = (): Promise<void> => server.stop('SIGTERM', 15_000);
   try {
     await waitFor('kura to print its iscsi:// URL', () => ready, 60_000, server);
-    await waitFor(`kura portal ${host}:${opts.port}`, () => acceptsTcp(host, opts.port), 5_000, server);
+    for (const port of ports) await waitFor(`kura portal ${host}:${port}`, () => acceptsTcp(host, port), 5_000, server);
   } catch (err) {
     await stop();
     throw err;
   }
-  return { child: server.child, url: `iscsi://${host}:${opts.port}/${iqn}/0`, logPath: server.logPath, stop };
+  const urls = ports.map((port) => `iscsi://${host}:${port}/${iqn}/0`);
+  return { child: server.child, url: urls[0]!, urls, logPath: server.logPath, stop };
 }

@@ -16,6 +16,10 @@ export interface TgtOptions {
   host?: string;
   port: number;
   iqn?: string;
+  /** CHAP the initiator must answer (a tgt incoming account bound to the target). */
+  chap?: { user: string; secret: string };
+  /** The target's own credentials for mutual CHAP (an outgoing account). */
+  mutualChap?: { user: string; secret: string };
 }
 
 export interface RunningTgt {
@@ -52,6 +56,11 @@ export async function startTgt(opts: TgtOptions): Promise<RunningTgt> {
     await tgtadm('--mode', 'target', '--op', 'new', '--tid', '1', '--targetname', iqn);
     await tgtadm('--mode', 'logicalunit', '--op', 'new', '--tid', '1', '--lun', '1', '--backing-store', opts.backingStore);
     await tgtadm('--mode', 'target', '--op', 'bind', '--tid', '1', '--initiator-address', 'ALL');
+    for (const [account, outgoing] of [[opts.chap, false], [opts.mutualChap, true]] as const) {
+      if (!account) continue;
+      await tgtadm('--mode', 'account', '--op', 'new', '--user', account.user, '--password', account.secret);
+      await tgtadm('--mode', 'account', '--op', 'bind', '--tid', '1', '--user', account.user, ...(outgoing ? ['--outgoing'] : []));
+    }
     // tgtd keeps running when its portal cannot be bound (e.g. the port is taken): check it.
     await waitFor(`tgt portal ${host}:${opts.port}`, () => acceptsTcp(host, opts.port), 5_000, server);
   } catch (err) {

@@ -306,6 +306,9 @@ export class IscsiConnection implements StreamHandler, SessionConnection {
     const task = new ScsiCommand(s, bhs, parsed.cdb, parsed.bidiReadLength, pdu.data);
     s.tasks.set(itt, task);
     this.ordered(bhs, () => task.start());
+    // Its immediate data counted before the task was in the table (waiting for its CmdSN gap, or
+    // for the rest of its unsolicited data): a pause taken then may have to go.
+    if (this.readPaused) this.updateReadPause();
   }
 
   private onDataOut(pdu: Pdu): void {
@@ -406,8 +409,9 @@ export class IscsiConnection implements StreamHandler, SessionConnection {
     if (this.state === 'closed') return;
     let pause = this.writer.blocked;
     const s = this.session;
-    if (!pause && s && s.heldBytes > this.config.maxHeldBytes) {
-      // Never stop reading while a task waits for solicited data: that would deadlock.
+    // Never stop reading while a task waits for solicited data, or a command for the CmdSN that
+    // fills a gap: either would deadlock. Both are bounded by the CmdSN window anyway.
+    if (!pause && s && s.heldBytes > this.config.maxHeldBytes && !s.waitingForGap) {
       pause = true;
       for (const t of s.tasks.values()) {
         if (t.awaitingData) {

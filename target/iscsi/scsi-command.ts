@@ -171,9 +171,12 @@ export class ScsiCommand implements ScsiTask, TaskIo {
     });
   }
 
-  /** Whether an R2T is waiting for data: then reading must go on whatever is buffered. */
+  /**
+   * Whether the initiator owes this task data (an R2T's, or the rest of its unsolicited burst):
+   * then reading must go on whatever is buffered, or the task can never finish.
+   */
   get awaitingData(): boolean {
-    return this.r2ts.length > 0;
+    return this.r2ts.length > 0 || this.unsolicitedOpen;
   }
 
   /** A Data-Out PDU for this task. Returns a Reject reason when the PDU is not acceptable. */

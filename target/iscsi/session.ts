@@ -133,6 +133,11 @@ export class Session {
     return this.held.has(cmdSN);
   }
 
+  /** Commands wait for a CmdSN gap to fill, which only reading on can do. */
+  get waitingForGap(): boolean {
+    return this.held.size > 0;
+  }
+
   /** Count a task against the window (non-immediate) or the immediate budget. */
   taskStarted(immediate: boolean): void {
     if (immediate) this.immediate++;

@@ -14,7 +14,14 @@ const SN_HALF = 0x80000000;
 export const snLt = (a: number, b: number): boolean => a !== b && ((b - a) >>> 0) < SN_HALF;
 export const snLe = (a: number, b: number): boolean => a === b || snLt(a, b);
 
+/** Opcodes an initiator may send (RFC 7143 §11.1.1). */
+const INITIATOR_OPCODES: ReadonlySet<number> = new Set([0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10]);
+
 let nextPort = 40000;
+
+function commandOf(h: Buffer): Command {
+  return { read: (h[1]! & 0x40) !== 0, write: (h[1]! & 0x20) !== 0, edtl: h.readUInt32BE(20) };
+}
 
 export class FuzzTransport implements StreamTransport {
   readonly remoteAddress = '198.51.100.7';
@@ -139,13 +146,20 @@ export class FuzzTransport implements StreamTransport {
   }
 }
 
-/** A command we sent, as the target will have parsed it. */
-interface SentTask {
-  op: number;
+interface Command {
   read: boolean;
   write: boolean;
   edtl: number;
-  /** Commands sent with this ITT, and final answers (SCSI Response, Data-In with S) seen. */
+}
+
+/**
+ * The commands sent with one ITT, as the target will have parsed them. While one is unanswered a
+ * second is either refused (tag in use) or, when the target rejected the first, the real one: all
+ * stay candidates until a Reject names one.
+ */
+interface SentTask {
+  candidates: Command[];
+  /** Commands sent with this ITT, and final answers (SCSI Response, Data-In with S, Reject) seen. */
   sent: number;
   answered: number;
   dataSN: number;
@@ -204,6 +218,8 @@ export class FuzzPeer {
   /** A final answer (failed login, logout) was sent: nothing may follow. */
   private finalAnswer = false;
   private readonly sentHeaders = new Set<string>();
+  private readonly expected: { key: string; reasons: number[]; what: string }[] = [];
+  private expectClose = false;
   private readonly tasks = new Map<number, SentTask>();
   private readonly nops = new Map<number, Buffer[]>();
   private readonly otherItts = new Map<number, Set<number>>();
@@ -274,14 +290,17 @@ export class FuzzPeer {
     this.sentHeaders.add(h.toString('hex'));
     const op = h[0]! & 0x3f;
     const itt = h.readUInt32BE(16);
+    if (this.ffp) this.expectAnswer(h, pdu, op);
     if (op === OP.LOGIN && (h[1]! & 0x83) === 0x83 && !this.ffp) this.loginPending = true;
     if (op === OP.SCSI_CMD) {
       const t = this.tasks.get(itt);
-      const busy = t !== undefined && t.answered < t.sent;
-      this.tasks.set(itt, {
-        op, read: (h[1]! & 0x40) !== 0, write: (h[1]! & 0x20) !== 0, edtl: h.readUInt32BE(20),
-        sent: (t?.sent ?? 0) + 1, answered: t?.answered ?? 0, dataSN: busy ? t.dataSN : 0, r2tSN: busy ? t.r2tSN : 0,
-      });
+      const c = commandOf(h);
+      if (t !== undefined && t.answered < t.sent) {
+        t.candidates.push(c);
+        t.sent++;
+      } else {
+        this.tasks.set(itt, { candidates: [c], sent: (t?.sent ?? 0) + 1, answered: t?.answered ?? 0, dataSN: 0, r2tSN: 0 });
+      }
     } else if (op === OP.NOP_OUT && itt !== NO_TAG) {
       const at = 48 + h[4]! * 4 + (this.hd ? 4 : 0);
       let q = this.nops.get(itt);
@@ -292,6 +311,54 @@ export class FuzzPeer {
       if (!ops) this.otherItts.set(itt, ops = new Set());
       ops.add(op);
     }
+  }
+
+  /**
+   * What RFC 7143 makes of a bad PDU in the full feature phase, whatever the CmdSN window says:
+   * a header digest error ends the connection (§7.8); a data segment above the target's
+   * MaxRecvDataSegmentLength is a protocol error (§13.12); a data digest error costs a Reject
+   * (0x02, §7.8, Data-Out aside: that one fails its task); an opcode no initiator may send is
+   * "command not supported" (0x05), a Login or SNACK (ERL 0) a protocol error; a SCSI command or
+   * TMF in a discovery session a protocol error (§4.3). Each such Reject echoes the header.
+   */
+  private expectAnswer(h: Buffer, pdu: Buffer, op: number): void {
+    const key = h.toString('hex');
+    const ahs = h[4]! * 4;
+    if (this.hd && crc(pdu.subarray(0, 48 + ahs)) !== pdu.readUInt32LE(48 + ahs)) {
+      this.expectClose = true;
+      return;
+    }
+    if (this.expectClose) return;
+    const dsl = dataSegmentLength(h);
+    const limit = Number(this.answers.get('MaxRecvDataSegmentLength') ?? 8192);
+    let reasons: number[] | undefined;
+    if (dsl > limit) reasons = [0x04];
+    else if (this.dd && dsl > 0 && op !== OP.DATA_OUT) {
+      const at = 48 + ahs + (this.hd ? 4 : 0);
+      const padded = dsl + ((4 - (dsl & 3)) & 3);
+      if (crc(pdu.subarray(at, at + padded)) !== pdu.readUInt32LE(at + padded)) reasons = [0x02];
+    }
+    if (!reasons) {
+      if (!INITIATOR_OPCODES.has(op)) reasons = [0x05];
+      else if (op === OP.LOGIN || op === OP.SNACK) reasons = [0x04];
+      else if (this.discovery && (op === OP.SCSI_CMD || op === OP.TMF)) reasons = [0x04];
+    }
+    if (reasons) this.expected.push({ key, reasons, what: `0x${op.toString(16)}${dsl > limit ? ` with ${dsl} data bytes` : ''}` });
+  }
+
+  /** Bad PDUs of intact framing still waiting for their Reject (called once the target caught up). */
+  unanswered(): string[] {
+    const out = this.expected.map((e) => `no Reject (expected 0x${e.reasons[0]!.toString(16)}) for ${e.what} ${e.key}`);
+    if (this.expectClose && !this.closed) out.push('a PDU with a bad header digest did not end the connection');
+    return out;
+  }
+
+  /** Drop what the checks remember of answered PDUs (a long-lived connection would grow forever). */
+  forget(): void {
+    this.sentHeaders.clear();
+    this.otherItts.clear();
+    for (const [itt, t] of this.tasks) if (t.answered >= t.sent) this.tasks.delete(itt);
+    for (const [itt, q] of this.nops) if (q.length === 0) this.nops.delete(itt);
   }
 
   private violation(msg: string): void {
@@ -342,6 +409,23 @@ export class FuzzPeer {
         if (itt !== NO_TAG) this.violation('Reject with an ITT other than 0xffffffff');
         if (data.length !== 48) this.violation(`Reject carries ${data.length} bytes, not the rejected header`);
         else if (this.framingIntact && !this.sentHeaders.has(data.toString('hex'))) this.violation(`Reject 0x${reason.toString(16)} echoes a header we never sent: ${data.toString('hex')}`);
+        const e = this.expected.findIndex((x) => x.key === data.toString('hex'));
+        if (e >= 0) {
+          if (!this.expected[e]!.reasons.includes(reason)) this.violation(`Reject 0x${reason.toString(16)} for ${this.expected[e]!.what}, expected 0x${this.expected[e]!.reasons[0]!.toString(16)}`);
+          this.expected.splice(e, 1);
+        }
+        // A rejected NOP-Out gets no NOP-In: the next one with its tag answers the next ping.
+        if (data.length === 48 && (data[0]! & 0x3f) === OP.NOP_OUT) this.nops.get(data.readUInt32BE(16))?.shift();
+        if (data.length === 48 && (data[0]! & 0x3f) === OP.SCSI_CMD) {
+          // A rejected command never became a task (or was a second one with the tag in use).
+          const t = this.tasks.get(data.readUInt32BE(16));
+          if (t && t.answered < t.sent) {
+            t.answered++;
+            const c = commandOf(data);
+            const i = t.candidates.findIndex((x) => x.read === c.read && x.write === c.write && x.edtl === c.edtl);
+            if (i >= 0 && t.candidates.length > 1) t.candidates.splice(i, 1);
+          }
+        }
         return;
       }
       case OP.SCSI_RSP: {
@@ -353,8 +437,9 @@ export class FuzzPeer {
         const t = this.task(itt, 'Data-In');
         const offset = bhs.readUInt32BE(40);
         if (t && this.framingIntact) {
-          if (!t.read) this.violation(`Data-In for ITT 0x${itt.toString(16)}, not a read`);
-          if (!(t.write && t.read) && offset + data.length > t.edtl) this.violation(`Data-In past the EDTL of ITT 0x${itt.toString(16)}: ${offset}+${data.length} > ${t.edtl}`);
+          const reads = t.candidates.filter((c) => c.read);
+          if (reads.length === 0) this.violation(`Data-In for ITT 0x${itt.toString(16)}, not a read`);
+          else if (!reads.some((c) => c.write || offset + data.length <= c.edtl)) this.violation(`Data-In past the EDTL of ITT 0x${itt.toString(16)}: ${offset}+${data.length} > ${reads[0]!.edtl}`);
           if (bhs.readUInt32BE(36) !== t.dataSN) this.violation(`Data-In DataSN ${bhs.readUInt32BE(36)}, expected ${t.dataSN}`);
           t.dataSN++;
         }
@@ -367,8 +452,9 @@ export class FuzzPeer {
         const length = bhs.readUInt32BE(44);
         if (length === 0) this.violation('R2T for 0 bytes');
         if (t && this.framingIntact) {
-          if (!t.write) this.violation(`R2T for ITT 0x${itt.toString(16)}, not a write`);
-          if (offset + length > t.edtl) this.violation(`R2T past the EDTL: ${offset}+${length} > ${t.edtl}`);
+          const writes = t.candidates.filter((c) => c.write);
+          if (writes.length === 0) this.violation(`R2T for ITT 0x${itt.toString(16)}, not a write`);
+          else if (!writes.some((c) => offset + length <= c.edtl)) this.violation(`R2T past the EDTL: ${offset}+${length} > ${writes[0]!.edtl}`);
           if (bhs.readUInt32BE(36) !== t.r2tSN) this.violation(`R2TSN ${bhs.readUInt32BE(36)}, expected ${t.r2tSN}`);
           t.r2tSN++;
         }
@@ -441,6 +527,8 @@ export class FuzzPeer {
       this.ffp = true;
       this.tsih = bhs.readUInt16BE(14);
       if (this.tsih === 0) this.violation('final Login Response with TSIH 0');
+      // Only a Normal session learns its portal group tag (§13.9): the target's own view of the session type.
+      this.discovery = !this.answers.has('TargetPortalGroupTag');
       const a = this.answers;
       this.hd = a.get('HeaderDigest') === 'CRC32C';
       this.dd = a.get('DataDigest') === 'CRC32C';
@@ -489,6 +577,10 @@ export class FuzzPeer {
     const t = this.task(itt, what);
     if (!t || !this.framingIntact) return;
     t.answered++;
+    // Whatever comes next with this tag belongs to another command (a duplicate the target
+    // dropped for its CmdSN may never be answered, so "still busy" is not to be trusted).
+    t.dataSN = 0;
+    t.r2tSN = 0;
     if (t.answered > t.sent) this.violation(`${what}: ITT 0x${itt.toString(16)} answered ${t.answered} times, sent ${t.sent}`);
   }
 

@@ -451,6 +451,44 @@ function logout(conn: number): Step {
   });
 }
 
+/** More immediate commands outstanding than the target allows (each waits for its R2T). */
+function immediateFlood(conn: number, queueDepth: number): Step {
+  return step(conn, 'immediate flood', (ctx) => {
+    const p = ctx.peer;
+    for (let i = 0; i < queueDepth + 2; i++) {
+      ctx.send({
+        what: 'immediate write',
+        bhs: commandBhs({ immediate: true, final: true, read: false, write: true, attr: 1, lun: 0, itt: p.nextItt(), edtl: 512, cmdSN: p.cmdSN, expStatSN: p.expStatSN, cdb: rw10(0x2a, i, 1) }),
+      });
+    }
+    return ctx.settle();
+  });
+}
+
+/**
+ * A command sent past a CmdSN gap (held by the target), with unsolicited data when allowed; then
+ * maybe an ABORT TASK for it while it waits; then the gap filled.
+ */
+function cmdSnGap(conn: number, s: Shared): Step {
+  return step(conn, 'CmdSN gap', async (ctx) => {
+    const { peer: p, rng } = ctx;
+    const gap = p.takeCmdSN();
+    const held = p.takeCmdSN();
+    const itt = p.nextItt();
+    const data = bytesOf(rng, p.immediateData ? Math.min(4096, p.firstBurst, p.targetMrdsl) : 0);
+    ctx.send({ what: 'write past a gap', bhs: commandBhs({ final: true, read: false, write: true, attr: 1, lun: 0, itt, edtl: 4096, cmdSN: held, expStatSN: p.expStatSN, cdb: rw10(0x2a, 8, 8) }), data });
+    await ctx.settle();
+    if (rng.bool(0.6)) {
+      ctx.send({ what: 'abort held task', bhs: tmfBhs({ immediate: true, fn: 1, lun: 0, itt: p.nextItt(), rtt: itt, cmdSN: p.cmdSN, expStatSN: p.expStatSN, refCmdSN: held }) });
+      await ctx.settle();
+    }
+    s.lastWrite = { itt, cmdSN: held, data: Buffer.alloc(4096, 1), lun: 0 };
+    ctx.send(small(rng, p, false, gap));
+    await ctx.settle();
+    await serveR2ts(ctx, s, itt);
+  });
+}
+
 function ffpSteps(rng: Random, conn: number, s: Shared, count: number): Step[] {
   const out: Step[] = [];
   for (let i = 0; i < count; i++) {
@@ -464,8 +502,10 @@ function ffpSteps(rng: Random, conn: number, s: Shared, count: number): Step[] {
     else if (r < 74) out.push(tmf(conn, s));
     else if (r < 78) out.push(...abortedWrite(conn, s));
     else if (r < 85) out.push(text(conn));
-    else if (r < 91) out.push(ahsCommand(conn));
-    else if (r < 92) out.push(snack(conn));
+    else if (r < 89) out.push(ahsCommand(conn));
+    else if (r < 90) out.push(snack(conn));
+    else if (r < 91) out.push(immediateFlood(conn, 32));
+    else if (r < 93) out.push(cmdSnGap(conn, s));
     else out.push(write(conn, s, false), step(conn, 'serve R2Ts', (ctx) => serveR2ts(ctx, s)));
   }
   if (rng.bool(0.5)) out.push(logout(conn));
