@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, defaultConfig, loadConfig, type NodeConfig } from './config.js';
 import { createLogger } from '../hal/logger.js';
+import { registerVmCommands } from './vm.js';
 
 function port(value: string): number {
   const n = Number(value);
@@ -100,5 +101,7 @@ program.command('topology')
       fail(err);
     }
   });
+
+registerVmCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

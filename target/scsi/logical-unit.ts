@@ -6,7 +6,6 @@
 import type { Volume } from '../../firmware/volume.js';
 import type { Clock } from '../../hal/clock.js';
 import type { Logger } from '../../hal/types.js';
-import type { CommandDescriptor } from './command.js';
 import { CopyResults } from './copy-results.js';
 import { CommandSet, COMMANDS, validateCdb } from './dispatch.js';
 import { LuRegistry } from './lu-registry.js';
@@ -76,10 +75,11 @@ export class LogicalUnit {
   readonly reservations: Reservations;
   readonly thin: boolean;
   readonly copyTargets: LuRegistry;
-  /** EXTENDED COPY status kept for RECEIVE COPY RESULTS, and SANITIZE / START STOP UNIT state. */
+  /** EXTENDED COPY status kept for RECEIVE COPY RESULTS. */
   readonly copies = new CopyResults();
+  /** A sanitize in progress or failed refuses all but INQUIRY, REPORT LUNS, REQUEST SENSE (SBC-4 4.11). */
   readonly sanitize = new SanitizeState();
-  /** Stopped by START STOP UNIT (START=0): media access is NOT READY until started again. */
+  /** Stopped by START STOP UNIT (START=0): media access and TEST UNIT READY are NOT READY until started. */
   stopped = false;
   readonly commands: CommandSet;
 
@@ -114,27 +114,18 @@ export class LogicalUnit {
       if (ua !== undefined) return new CheckCondition({ key: SenseKey.UNIT_ATTENTION, asc: ua }).toResult();
     }
     if (cmd instanceof CheckCondition) throw cmd;
+    // A sanitize in progress refuses commands whatever their CDB says (libiscsi Sanitize.Reset).
+    const sanitizing = this.sanitize.refusal(cmd);
+    if (sanitizing) throw sanitizing;
     validateCdb(cmd, task.cdb);
-    const notReady = this.notReady(cmd);
-    if (notReady) throw notReady;
+    if (this.stopped && (cmd.access !== 'none' || cmd.opcode === TEST_UNIT_READY)) {
+      throw new CheckCondition({ key: SenseKey.NOT_READY, asc: Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED });
+    }
     if (cmd.access === 'write') {
       const wp = this.writeProtection();
       if (wp !== undefined) throw new CheckCondition({ key: SenseKey.DATA_PROTECT, asc: wp });
     }
     return await cmd.handler(this, task, io);
-  }
-
-  /**
-   * Why `cmd` cannot run now: a sanitize in progress or failed refuses all but INQUIRY, REPORT
-   * LUNS and REQUEST SENSE (SBC-4 4.11); a stopped LU refuses media access and TEST UNIT READY.
-   */
-  notReady(cmd: CommandDescriptor): CheckCondition | undefined {
-    const s = this.sanitize.refusal(cmd);
-    if (s) return s;
-    if (this.stopped && (cmd.access !== 'none' || cmd.opcode === TEST_UNIT_READY)) {
-      return new CheckCondition({ key: SenseKey.NOT_READY, asc: Asc.NOT_READY_INITIALIZING_COMMAND_REQUIRED });
-    }
-    return undefined;
   }
 
   /** Why writes are refused, as an ASC/ASCQ, or undefined when they are allowed. */

@@ -1,7 +1,8 @@
 /**
  * SANITIZE (SBC-4 5.30): OVERWRITE writes the initialization pattern (repeated to fill each
- * block, inverted on alternate passes with INVERT) over every block, OVERWRITE COUNT times, each
- * pass flushed to the medium; BLOCK ERASE (thin LUs) deallocates every block, which then reads as
+ * block, inverted on alternate passes with INVERT) over every block, OVERWRITE COUNT times, with
+ * FUA: the progress reported is what is on the medium, and a sanitize does not fill the host's
+ * page cache with gigabytes of dirty pattern; BLOCK ERASE (thin LUs) deallocates every block, which then reads as
  * zeroes; EXIT FAILURE MODE leaves the failure state a failed sanitize left behind (when that one
  * had AUSE=1). There is no CRYPTOGRAPHIC ERASE: kura does not encrypt.
  *
@@ -109,11 +110,9 @@ async function overwrite(lu: LogicalUnit, o: Overwrite): Promise<void> {
   for (let pass = 0; pass < o.count; pass++) {
     const block = o.invert && pass % 2 === 1 ? inverted : o.block;
     for (let done = 0; done < total; done += chunk) {
-      await writePattern(lu, UNABORTABLE, done, Math.min(chunk, total - done), block);
+      await writePattern(lu, UNABORTABLE, done, Math.min(chunk, total - done), block, true);
       lu.sanitize.progress((pass * total + done) / o.count);
     }
-    // Each pass must reach the medium, or the next one would only overwrite a cache.
-    await lu.volume.flush();
   }
 }
 

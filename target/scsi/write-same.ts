@@ -52,12 +52,12 @@ export async function writeSame(lu: LogicalUnit, task: ScsiTask, io: TaskIo): Pr
   return good();
 }
 
-/** `block` repeated over the range, one buffer area at a time. */
-export async function writePattern(lu: LogicalUnit, io: TaskIo, lba: number, blocks: number, block: Uint8Array): Promise<void> {
+/** `block` repeated over the range, one buffer area at a time (each durable before the next with `fua`). */
+export async function writePattern(lu: LogicalUnit, io: TaskIo, lba: number, blocks: number, block: Uint8Array, fua = false): Promise<void> {
   const chunk = lu.volume.maxTransferBlocks;
   for (let done = 0; done < blocks; done += chunk) {
     const n = Math.min(chunk, blocks - done);
-    await lockedWrite(lu, io, lba + done, n, false, async (area) => {
+    await lockedWrite(lu, io, lba + done, n, fua, async (area) => {
       Buffer.from(area.buffer, area.byteOffset, area.length).fill(block);
     });
   }
