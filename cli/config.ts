@@ -84,6 +84,8 @@ const volumeSchema = z.object({
   readOnly: z.boolean().default(false),
   /** Thin provisioned: UNMAP / WRITE SAME with UNMAP really deallocate; needs media that can. */
   thin: z.boolean().default(false),
+  /** Media rate a background SANITIZE runs at, per second (0: as fast as the medium goes). */
+  sanitizeRate: sizeSchema.default(256 * 2 ** 20),
   serial: z.string().max(32).optional(),
 }).strict().superRefine((v, ctx) => {
   if ((v.backing === undefined) === (v.media === undefined)) {
@@ -143,6 +145,8 @@ export const nodeConfigSchema = z.object({
   digests: z.object({ header: digestPolicy.default('optional'), data: digestPolicy.default('optional') }).strict()
     .default({ header: 'optional', data: 'optional' }),
   nopInInterval: z.number().min(0).default(5000),
+  /** ms an unanswered NOP-In may wait before the connection is dropped as dead. */
+  nopInTimeout: z.number().min(0).default(30000),
   log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).strict().default({ level: 'info' }),
 }).strict().superRefine((c, ctx) => {
   const names = new Set<string>();

@@ -144,7 +144,7 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
         if (v.thin && !volume.canDiscard) {
           throw new Error(`volume "${v.name}": thin provisioning needs media that deallocate on discard, and ${v.media ? 'one of its media' : 'its medium'} cannot (see the log above)`);
         }
-        luns.set(l.lun, { volume, serial: id.serial, naa: id.naa, thin: v.thin });
+        luns.set(l.lun, { volume, serial: id.serial, naa: id.naa, thin: v.thin, sanitizeRate: v.sanitizeRate });
       }
       const ds = new ScsiDeviceServer({
         luns, targetName: t.name, clock: systemClock, logger: logger.child({ module: 'scsi', target: t.name }),
@@ -167,6 +167,7 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
     discoveryChap: config.discoveryChap,
     digests: config.digests,
     nopInIntervalMs: config.nopInInterval,
+    nopInTimeoutMs: config.nopInTimeout,
     targets: config.targets.map((t, i) => ({
       name: t.name,
       alias: t.alias,

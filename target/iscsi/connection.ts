@@ -70,7 +70,7 @@ export class IscsiConnection implements StreamHandler, SessionConnection {
       ping: (ttt) => this.ping(ttt),
       nextTransferTag: () => this.nextTransferTag(),
       dead: () => this.destroy('no answer to NOP-In'),
-    });
+    }, config.nopInTimeoutMs);
     this.timer = config.clock.setTimer(config.loginTimeoutMs, () => {
       this.timer = undefined;
       if (this.state === 'login') this.destroy('login timeout');

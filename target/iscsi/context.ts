@@ -39,6 +39,7 @@ export interface ServerConfig {
   readonly portalGroupTag: number;
   readonly discoveryChap: ChapCredentials | undefined;
   readonly nopInIntervalMs: number;
+  readonly nopInTimeoutMs: number;
   readonly queueDepth: number;
   readonly limits: TargetLimits;
   /** Digest policy of discovery sessions, and of targets that set none. */

@@ -1,7 +1,10 @@
 /**
  * Target-initiated NOP-In pings (RFC 7143 §11.19): every interval the target asks for a NOP-Out
- * back. A connection that neither answered the previous ping nor sent anything else for a whole
- * interval is dead (the initiator vanished without closing TCP) and gets dropped.
+ * back. A connection that has neither answered a ping nor sent anything else for `timeoutMs` after
+ * it is dead (the initiator vanished without closing TCP) and gets dropped. The timeout is long
+ * (30 s by default, as LIO's nopin_response_timeout) because single-threaded initiators such as
+ * libiscsi's tools only read an idle session's socket when they next use it: a second session
+ * parked for a few seconds is not a dead one.
  */
 import type { Clock, Timer } from '../../hal/clock.js';
 import { NO_TAG } from './pdu.js';
@@ -17,8 +20,14 @@ export class NopKeepalive {
   private timer: Timer | undefined;
   private outstanding = NO_TAG;
   private heard = false;
+  private pingedAt = 0;
 
-  constructor(private readonly clock: Clock, private readonly intervalMs: number, private readonly host: KeepaliveHost) {}
+  constructor(
+    private readonly clock: Clock,
+    private readonly intervalMs: number,
+    private readonly host: KeepaliveHost,
+    private readonly timeoutMs = Math.max(30_000, intervalMs),
+  ) {}
 
   start(): void {
     if (this.intervalMs > 0 && !this.timer) this.arm();
@@ -45,13 +54,16 @@ export class NopKeepalive {
 
   private tick(): void {
     this.timer = undefined;
-    if (this.outstanding !== NO_TAG && !this.heard) {
+    if (this.heard) {
+      this.heard = false;
+      this.outstanding = NO_TAG; // anything from the initiator answers for it
+    } else if (this.outstanding !== NO_TAG && this.clock.now() - this.pingedAt >= this.timeoutMs) {
       this.host.dead();
       return;
     }
-    this.heard = false;
     if (this.outstanding === NO_TAG) {
       this.outstanding = this.host.nextTransferTag();
+      this.pingedAt = this.clock.now();
       this.host.ping(this.outstanding);
     }
     this.arm();

@@ -223,7 +223,7 @@ describe('iscsi session', () => {
     });
 
     it('pings with NOP-In while a task hangs and drops an initiator that stops answering', async () => {
-      const { server, disk, clock } = makeServer({ nopInIntervalMs: 1000 });
+      const { server, disk, clock } = makeServer({ nopInIntervalMs: 1000, nopInTimeoutMs: 2000 });
       hangOn(disk, HANG);
       const ini = new TestInitiator(server);
       await ini.login();

@@ -20,6 +20,8 @@ import {
   Status, TaskAbortedError, type DeviceServer, type TaskOwner, type Nexus, type ScsiResult, type ScsiTask, type TaskIo,
 } from './task.js';
 
+const DEFAULT_SANITIZE_RATE = 256 * 2 ** 20;
+
 export interface LogicalUnitConfig {
   volume: Volume;
   /** Unit serial number (VPD 80h), printable ASCII. */
@@ -34,6 +36,12 @@ export interface LogicalUnitConfig {
   optimalTransferGranularity?: number;
   /** Thin provisioned (LBPME, UNMAP, GET LBA STATUS): needs a volume whose discard deallocates. */
   thin?: boolean;
+  /**
+   * SANITIZE runs as a background operation at this media rate (bytes/s), as a drive's does: an
+   * overwrite of a real disk takes capacity / media rate, and hosts (and libiscsi's Sanitize.Reset)
+   * rely on it still running seconds later. Default 256 MiB/s; 0 = as fast as the medium goes.
+   */
+  sanitizeRate?: number;
 }
 
 export interface ScsiDeviceServerOptions {
@@ -98,6 +106,7 @@ export class ScsiDeviceServer implements DeviceServer {
         optimalTransferGranularity: granularity,
         reservationStore: options.reservationStore,
         thin: config.thin ?? false,
+        sanitizeRate: config.sanitizeRate ?? DEFAULT_SANITIZE_RATE,
         copyTargets,
       });
       this.units.set(lun, lu);

@@ -59,6 +59,8 @@ export interface LogicalUnitOptions {
   readonly thin?: boolean;
   /** The node's LUs by NAA id (EXTENDED COPY copy targets). */
   readonly copyTargets?: LuRegistry;
+  /** Media rate a SANITIZE runs at, bytes/s (0: as fast as the medium goes). */
+  readonly sanitizeRate?: number;
 }
 
 export class LogicalUnit {
@@ -75,6 +77,7 @@ export class LogicalUnit {
   readonly reservations: Reservations;
   readonly thin: boolean;
   readonly copyTargets: LuRegistry;
+  readonly sanitizeRate: number;
   /** EXTENDED COPY status kept for RECEIVE COPY RESULTS. */
   readonly copies = new CopyResults();
   /** A sanitize in progress or failed refuses all but INQUIRY, REPORT LUNS, REQUEST SENSE (SBC-4 4.11). */
@@ -93,6 +96,7 @@ export class LogicalUnit {
     this.reservations = new Reservations(o.lun, this.unitAttentions, o.logger, o.reservationStore);
     this.thin = o.thin ?? false;
     this.copyTargets = o.copyTargets ?? new LuRegistry();
+    this.sanitizeRate = o.sanitizeRate ?? 0;
     this.commands = new CommandSet(COMMANDS.filter((c) => c.availableOn?.(this) ?? true));
   }
 

@@ -1,5 +1,8 @@
 import { expect } from 'chai';
+import { Simulator } from '../../hal/sim/index.js';
+import { ScsiDeviceServer } from './device-server.js';
 import { Status } from './task.js';
+import { RamVolume } from './test-volume.js';
 import { ScriptedIo, be16, decodeSense, exec, nexus, readyRig, rw10, type Rig } from './test-support.js';
 
 const BS = 512;
@@ -118,5 +121,28 @@ describe('scsi/sanitize: SANITIZE (SBC-4 5.30)', () => {
     const ro = await readyRig({ readOnly: true }, { thin: true });
     const p = decodeSense((await exec(ro, sanitizeCdb(0x02))).sense);
     expect([p.key, p.asc]).to.deep.equal([7, 0x27]);
+  });
+});
+
+describe('scsi/sanitize: media rate', () => {
+  it('runs an OVERWRITE at the LU\'s sanitize rate, as a drive would, so it is still in progress seconds later', async () => {
+    const sim = new Simulator({ seed: 1 });
+    const volume = new RamVolume({ blockSize: BS, blockCount: 100, maxTransferBlocks: 8 });
+    const bytes = 100 * BS;
+    const server = new ScsiDeviceServer({
+      luns: new Map([[0, { volume, serial: 'RATE', thin: true, sanitizeRate: bytes / 2 }]]), targetName: 'iqn.2026-11.dev.kura:t', clock: sim.clock,
+    });
+    await exec(server, [0x00, 0, 0, 0, 0, 0]); // consume the power-on unit attention
+    let done = false;
+    const sanitize = exec(server, sanitizeCdb(0x01, 5), { io: new ScriptedIo(overwriteList([0x5a])), dataOut: true, expectedLength: 5 })
+      .then((r) => { done = true; return r; });
+    await sim.advance(1000);
+    expect(done).to.equal(false);
+    const tur = decodeSense((await exec(server, [0x00, 0, 0, 0, 0, 0])).sense);
+    expect([tur.key, tur.asc, tur.ascq]).to.deep.equal([2, 0x04, 0x1b]); // NOT READY, SANITIZE IN PROGRESS
+    await sim.advance(1100);
+    expect(done).to.equal(true);
+    expect((await sanitize).status).to.equal(Status.GOOD);
+    expect(sim.clock.now()).to.be.at.least(2000);
   });
 });

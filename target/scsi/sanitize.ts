@@ -103,15 +103,26 @@ async function overwriteParameters(lu: LogicalUnit, io: TaskIo, length: number):
   return { count, invert: (p[0] & 0x80) !== 0, block };
 }
 
+/** Holds a background sanitize to the LU's media rate: `bytes` done since `started`. */
+async function pace(lu: LogicalUnit, started: number, bytes: number): Promise<void> {
+  if (lu.sanitizeRate <= 0) return;
+  const due = started + (bytes / lu.sanitizeRate) * 1000;
+  const wait = due - lu.target.clock.now();
+  if (wait > 1) await new Promise<void>((resolve) => lu.target.clock.setTimer(wait, resolve));
+}
+
 async function overwrite(lu: LogicalUnit, o: Overwrite): Promise<void> {
   const total = lu.volume.blockCount;
   const inverted = o.block.map((b) => ~b & 0xff);
   const chunk = lu.volume.maxTransferBlocks * 16;
+  const started = lu.target.clock.now();
   for (let pass = 0; pass < o.count; pass++) {
     const block = o.invert && pass % 2 === 1 ? inverted : o.block;
     for (let done = 0; done < total; done += chunk) {
-      await writePattern(lu, UNABORTABLE, done, Math.min(chunk, total - done), block, true);
+      const n = Math.min(chunk, total - done);
+      await writePattern(lu, UNABORTABLE, done, n, block, true);
       lu.sanitize.progress((pass * total + done) / o.count);
+      await pace(lu, started, (pass * total + done + n) * lu.volume.blockSize);
     }
   }
 }
