@@ -106,7 +106,7 @@ export interface PeerLinkStats {
 export interface LinkContext {
   readonly clock: Clock;
   readonly unitId: number;
-  readonly out: FrameWriter;
+  out(): FrameWriter;
   readonly counters: PeerLinkStats;
   log(): Logger;
   /** The authenticated peer (only once open). */

@@ -111,15 +111,12 @@ export class PeerLink {
       clock: this.clock,
       unitId: this.unitId,
       counters: this.counters,
-      get out() {
-        return link.output;
-      },
+      out: () => this.output,
       log: () => this.log,
       peer: () => this.peer!,
       isOpen: () => this.state === 'open',
       fatal: (code, text) => this.fatal(code, text),
     };
-    const link = this;
     this.sender = new WriteSender(ctx, this.mode, queue);
     this.receiver = new WriteReceiver(ctx, window, opts.handler);
     this.ready = new Promise<PeerInfo>((resolve, reject) => {

@@ -199,8 +199,8 @@ export class WriteReceiver {
 
   private control(f: FrameInit): void {
     if (f.type === FrameType.RECEPTION_COMPLETE || f.type === FrameType.CREDIT) this.carriers++;
-    this.ctx.out.control(f);
-    this.ctx.out.flush();
+    this.ctx.out().control(f);
+    this.ctx.out().flush();
   }
 
   /** Return credit at the end of this turn, unless a queued answer carries it anyway. */

@@ -108,7 +108,7 @@ export class WriteSender {
         let flags = pipelined ? Flag.PIPELINED : 0;
         if (r.fua) flags |= Flag.FUA;
         if (r.ack === 'durable') flags |= Flag.ACK_DURABLE;
-        this.ctx.out.command({
+        this.ctx.out().command({
           type: FrameType.WRITE_COMMAND, flags, sourceUnit: w.id.sourceUnit, issue: w.id.issue, tag: w.tag,
           volume: r.volume, blocks: r.blocks, lba: r.lba, totalLength: r.totalLength ?? n, portionOffset: r.portionOffset ?? 0, length: n,
           forwardTo: r.forwardTo ?? 0,
@@ -123,7 +123,7 @@ export class WriteSender {
       if (bad !== null) x.reject(bad);
       else x.resolve(this.admit(x.req));
     }
-    this.ctx.out.flush();
+    this.ctx.out().flush();
   }
 
   onPreparationComplete(f: Frame): void {
@@ -133,7 +133,7 @@ export class WriteSender {
       return;
     }
     this.sendData(w);
-    this.ctx.out.flush();
+    this.ctx.out().flush();
   }
 
   onReceptionComplete(f: Frame & { type: typeof FrameType.RECEPTION_COMPLETE }): void {
@@ -242,7 +242,7 @@ export class WriteSender {
     w.state = 'sent';
     const max = this.ctx.peer().maxPayload;
     for (let off = 0; off < w.data.length; off += max) {
-      this.ctx.out.command({
+      this.ctx.out().command({
         type: FrameType.DATA, sourceUnit: w.id.sourceUnit, issue: w.id.issue, tag: w.tag, offset: off,
         payload: w.data.subarray(off, Math.min(w.data.length, off + max)),
       });

@@ -32,9 +32,10 @@ import type { Clock } from '../../hal/clock.js';
 import { nullLogger, type Logger } from '../../hal/types.js';
 import { Ring } from '../ring.js';
 import {
-  KIND_PAD, KIND_WRITE, RECORD_FUA, RECORD_PAYLOAD_CRC, RECORD_HEADER, SUPERBLOCK_BYTES, SUPERBLOCK_SLOT, alignUp, crcMatches, decodeRecordHeader, decodeSuperblock, encodeRecord,
-  encodeSuperblock, payloadOk, type Superblock,
+  KIND_PAD, KIND_WRITE, RECORD_FUA, RECORD_HEADER, RECORD_PAYLOAD_CRC, SUPERBLOCK_BYTES, SUPERBLOCK_SLOT, alignUp, crcMatches, decodeSuperblock,
+  encodeRecord, encodeSuperblock, type Superblock,
 } from './journal-format.js';
+import { scanRing, type JournalRecord, type ScanEnd, type ScanResult } from './journal-recovery.js';
 import {
   JournalClosedError, JournalFailedError, JournalFullError, RecordTooLargeError, validateAppend, type AppendRequest, type AppendResult,
   type JournalEntry, type JournalStats, type RelayJournal,
@@ -71,21 +72,9 @@ export interface RecoveryReport {
    * Where the chain ended and why: the next sequence was not found there (no record, a stale one
    * from an earlier lap or epoch, or a torn one). Null only when the ring is full of live records.
    */
-  end: { offset: number; seq: number; reason: string } | null;
+  end: ScanEnd | null;
 }
 
-interface Entry extends JournalEntry {
-  readonly kind: number;
-  readonly offset: number;
-  readonly span: number;
-  readonly epoch: number;
-  payloadCrc: number;
-  durable: boolean;
-  released: boolean;
-  data: Buffer | null;
-  resolve: ((r: AppendResult) => void) | null;
-  reject: ((e: Error) => void) | null;
-}
 
 interface SpaceWaiter {
   req: AppendRequest;
@@ -118,12 +107,12 @@ export class DeviceJournal implements RelayJournal {
   private nextSeq: number;
   private used: number;
   /** Records and pads from the durable head on, in sequence order (chain[chainStart] is the head). */
-  private chain: Entry[];
+  private chain: JournalRecord[];
   private chainStart = 0;
-  private readonly bySeq = new Map<number, Entry>();
+  private readonly bySeq = new Map<number, JournalRecord>();
   private cacheUsed = 0;
 
-  private batch: Entry[] = [];
+  private batch: JournalRecord[] = [];
   private batchWrites: Promise<void>[] = [];
   private committing = false;
   private commitScheduled = false;
@@ -241,12 +230,12 @@ export class DeviceJournal implements RelayJournal {
     const need = alignUp(RECORD_HEADER + req.data.length, this.align);
     const waste = this.wasteFor(need);
     if (waste > 0) {
-      const pad = this.newEntry(KIND_PAD, this.tail, waste, null, 0);
+      const pad = this.newRecord(KIND_PAD, this.tail, waste, null, 0);
       pad.released = true;
       this.issue(pad, encodeRecord(this.headerOf(pad), Buffer.alloc(0)));
       this.tail = this.ringStart;
     }
-    const e = this.newEntry(KIND_WRITE, this.tail, need, req, 0);
+    const e = this.newRecord(KIND_WRITE, this.tail, need, req, 0);
     const buf = encodeRecord(this.headerOf(e), req.data);
     e.payloadCrc = buf.readUInt32BE(RECORD_PAYLOAD_CRC);
     if (this.cacheUsed + e.length <= this.cacheBytes) {
@@ -261,7 +250,7 @@ export class DeviceJournal implements RelayJournal {
     if (this.tail === this.ringEnd) this.tail = this.ringStart;
   }
 
-  private newEntry(kind: number, offset: number, span: number, req: AppendRequest | null, payloadCrc: number): Entry {
+  private newRecord(kind: number, offset: number, span: number, req: AppendRequest | null, payloadCrc: number): JournalRecord {
     return {
       kind, offset, span, epoch: this.epoch, payloadCrc,
       seq: this.nextSeq++,
@@ -277,7 +266,7 @@ export class DeviceJournal implements RelayJournal {
     };
   }
 
-  private headerOf(e: Entry): Parameters<typeof encodeRecord>[0] {
+  private headerOf(e: JournalRecord): Parameters<typeof encodeRecord>[0] {
     return {
       kind: e.kind, flags: e.fua ? RECORD_FUA : 0, journalId: this.sb.journalId, seq: e.seq, epoch: e.epoch,
       sourceUnit: e.id.sourceUnit, issue: e.id.issue, volume: e.volume, blocks: e.blocks, lba: e.lba, forwardTo: e.forwardTo,
@@ -285,7 +274,7 @@ export class DeviceJournal implements RelayJournal {
     };
   }
 
-  private issue(e: Entry, buf: Buffer): void {
+  private issue(e: JournalRecord, buf: Buffer): void {
     this.used += e.span;
     this.chain.push(e);
     this.bySeq.set(e.seq, e);
@@ -505,68 +494,6 @@ export class DeviceJournal implements RelayJournal {
   }
 }
 
-function publicEntry(e: Entry): JournalEntry {
+function publicEntry(e: JournalRecord): JournalEntry {
   return { seq: e.seq, id: e.id, volume: e.volume, lba: e.lba, blocks: e.blocks, fua: e.fua, forwardTo: e.forwardTo, length: e.length, recordedAt: e.recordedAt };
-}
-
-interface ScanResult {
-  entries: Entry[];
-  tail: number;
-  nextSeq: number;
-  used: number;
-  cached: number;
-  stop: RecoveryReport['end'];
-}
-
-/** Follow the chain from the head; stop at the first record that is not the next live one. */
-async function scanRing(device: BlockDevice, sb: Superblock, epoch: number, cacheBytes: number): Promise<ScanResult> {
-  const capacity = sb.ringEnd - sb.ringStart;
-  const entries: Entry[] = [];
-  let pos = sb.headOffset;
-  let seq = sb.headSeq;
-  let used = 0;
-  let cached = 0;
-  let prevEpoch = sb.floorEpoch;
-  let stop: RecoveryReport['end'] = null;
-  const header = Buffer.alloc(RECORD_HEADER);
-  while (used < capacity) {
-    if (pos === sb.ringEnd) pos = sb.ringStart;
-    await device.read(pos, header);
-    const h = decodeRecordHeader(header);
-    const why = typeof h === 'string' ? h
-      : h.journalId !== sb.journalId ? `journal id ${h.journalId}`
-        : h.seq !== seq ? `sequence ${h.seq}, expected ${seq}`
-          : h.epoch < prevEpoch || h.epoch >= epoch ? `epoch ${h.epoch} outside ${prevEpoch}..${epoch - 1}`
-            : h.kind === KIND_PAD && h.span !== sb.ringEnd - pos ? `pad of ${h.span} bytes at ${pos}`
-              : h.kind === KIND_WRITE && h.span !== alignUp(RECORD_HEADER + h.payloadLength, sb.align) ? `span ${h.span} for ${h.payloadLength} bytes`
-                : pos + h.span > sb.ringEnd || used + h.span > capacity ? `span ${h.span} beyond the ring`
-                  : null;
-    if (why !== null || typeof h === 'string') {
-      stop = { offset: pos, seq, reason: why ?? 'bad header' };
-      break;
-    }
-    let data: Buffer | null = null;
-    if (h.kind === KIND_WRITE) {
-      data = Buffer.alloc(h.payloadLength);
-      await device.read(pos + RECORD_HEADER, data);
-      if (!payloadOk(h, data)) {
-        stop = { offset: pos, seq, reason: 'payload CRC mismatch (torn record)' };
-        break;
-      }
-      if (cached + data.length <= cacheBytes) cached += data.length;
-      else data = null;
-    }
-    entries.push({
-      kind: h.kind, offset: pos, span: h.span, epoch: h.epoch, payloadCrc: h.payloadCrc,
-      seq: h.seq, id: { sourceUnit: h.sourceUnit, issue: h.issue }, volume: h.volume, lba: h.lba, blocks: h.blocks,
-      fua: (h.flags & RECORD_FUA) !== 0, forwardTo: h.forwardTo, length: h.kind === KIND_WRITE ? h.payloadLength : 0, recordedAt: h.recordedAt,
-      durable: true, released: h.kind === KIND_PAD, data, resolve: null, reject: null,
-    });
-    used += h.span;
-    pos += h.span;
-    prevEpoch = h.epoch;
-    seq++;
-  }
-  if (pos === sb.ringEnd) pos = sb.ringStart;
-  return { entries, tail: pos, nextSeq: seq, used, cached, stop };
 }
