@@ -243,6 +243,10 @@ describe('iscsi session', () => {
       expect(again.statSN).to.equal(ping.statSN); // unsolicited NOP-In does not take a StatSN
       clock.advance(1000);
       await tick();
+      expect(ini.transport.destroyed).to.equal(false); // unanswered for 1 s of the 2 s timeout
+      expect(ini.received).to.have.length(0); // no second ping while one is outstanding
+      clock.advance(1000);
+      await tick();
       expect(ini.transport.destroyed).to.equal(true);
       expect(server.sessions()).to.have.length(0);
     });
