@@ -85,7 +85,7 @@ const volumeSchema = z.object({
   /** Thin provisioned: UNMAP / WRITE SAME with UNMAP really deallocate; needs media that can. */
   thin: z.boolean().default(false),
   /** Media rate a background SANITIZE runs at, per second (0: as fast as the medium goes). */
-  sanitizeRate: sizeSchema.default(256 * 2 ** 20),
+  sanitizeRate: sizeSchema.default(128 * 2 ** 20),
   serial: z.string().max(32).optional(),
 }).strict().superRefine((v, ctx) => {
   if ((v.backing === undefined) === (v.media === undefined)) {

@@ -20,7 +20,7 @@ import {
   Status, TaskAbortedError, type DeviceServer, type TaskOwner, type Nexus, type ScsiResult, type ScsiTask, type TaskIo,
 } from './task.js';
 
-const DEFAULT_SANITIZE_RATE = 256 * 2 ** 20;
+const DEFAULT_SANITIZE_RATE = 128 * 2 ** 20;
 
 export interface LogicalUnitConfig {
   volume: Volume;
@@ -39,7 +39,7 @@ export interface LogicalUnitConfig {
   /**
    * SANITIZE runs as a background operation at this media rate (bytes/s), as a drive's does: an
    * overwrite of a real disk takes capacity / media rate, and hosts (and libiscsi's Sanitize.Reset)
-   * rely on it still running seconds later. Default 256 MiB/s; 0 = as fast as the medium goes.
+   * rely on it still running seconds later. Default 128 MiB/s (a disk's sequential rate); 0 = as fast as the medium goes.
    */
   sanitizeRate?: number;
 }
