@@ -162,7 +162,8 @@ export function registerVmCommands(program: Command): void {
       const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
       process.stdout.write([
         `image      ${img.dir} (${img.built ? `built in ${(img.buildMs / 1000).toFixed(1)} s` : `cached, found in ${Date.now() - t} ms`})`,
-        `kernel     ${img.kernel.path} (${img.kernelVersion}, ${mib(img.kernel.bytes)})`,
+        `kernel     ${img.kernel.path} (${img.kernelVersion}, ${mib(img.kernel.bytes)}${img.kernel.path === img.bzImage.path ? '' : ', PVH entry'})`,
+        `bzImage    ${img.bzImage.path} (${mib(img.bzImage.bytes)})`,
         `initramfs  ${img.initramfs.path} (${mib(img.initramfs.bytes)}, ${img.modules.length} modules, ${img.libraries.length} libraries)`,
         `rootfs     ${img.rootfs.path} (ext4, ${mib(img.rootfs.bytes)}, ${mib(img.rootfs.allocated)} allocated)`,
         `packages   ${img.packages.map((p) => `${p.name}=${p.version}`).join(' ')}`,
@@ -223,8 +224,9 @@ export function registerVmCommands(program: Command): void {
         return;
       }
       if (vms.length === 0) say('no VMs');
+      else process.stdout.write('NAME\tSTATE\tPID\tACCEL\tMODE\tLUN\tCONSOLE\n');
       for (const v of vms) {
-        process.stdout.write(`${v.name}\t${v.running ? 'running' : 'stopped'}\tpid ${v.pid}\t${v.accel}\t${v.mode}\t${v.lun ?? '-'}\t${v.pty ?? v.serialLog}\n`);
+        process.stdout.write(`${v.name}\t${v.running ? 'running' : 'stopped'}\t${v.pid}\t${v.accel}\t${v.mode}\t${v.lun ?? '-'}\t${v.pty ?? v.serialLog}\n`);
       }
     });
 

@@ -1,12 +1,13 @@
 /**
  * Just enough ELF64 (little endian, x86-64) to build a guest image without binutils on the host:
  * the shared libraries an executable needs (DT_NEEDED), its program interpreter, a library's
- * DT_SONAME, and a kernel module's `.modinfo` (depends=, softdep=).
+ * DT_SONAME, notes (the kernel's PVH entry), and a kernel module's `.modinfo` (depends=, softdep=).
  */
 
 const PT_DYNAMIC = 2;
 const PT_INTERP = 3;
 const PT_LOAD = 1;
+const PT_NOTE = 4;
 const DT_NEEDED = 1n;
 const DT_STRTAB = 5n;
 const DT_SONAME = 14n;
@@ -77,6 +78,22 @@ export function dynamicInfo(buf: Buffer, what = 'ELF file'): DynamicInfo {
     else if (tag === DT_SONAME) info.soname = cString(buf, strtab + Number(val));
   }
   return info;
+}
+
+/** Is there an ELF note `owner`/`type` in a PT_NOTE segment (e.g. Xen/18: a PVH entry point)? */
+export function hasNote(buf: Buffer, owner: string, type: number, what = 'ELF file'): boolean {
+  check(buf, what);
+  for (const seg of segments(buf).filter((s) => s.type === PT_NOTE)) {
+    for (let p = seg.offset; p + 12 <= seg.offset + seg.filesz;) {
+      const namesz = buf.readUInt32LE(p);
+      const descsz = buf.readUInt32LE(p + 4);
+      const ntype = buf.readUInt32LE(p + 8);
+      const name = buf.toString('latin1', p + 12, p + 12 + Math.max(0, namesz - 1));
+      if (name === owner && ntype === type) return true;
+      p += 12 + Math.ceil(namesz / 4) * 4 + Math.ceil(descsz / 4) * 4;
+    }
+  }
+  return false;
 }
 
 /** The contents of one named section (kernel modules are relocatable objects: sections, no segments). */

@@ -11,10 +11,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  chmodSync, copyFileSync, existsSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readFileSync, readlinkSync,
-  renameSync, rmSync, statSync, symlinkSync, writeFileSync,
-} from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -23,10 +20,12 @@ import {
   AptError, aptFingerprint, aptUpdateOnce, candidates, concretePackage, debFileName, dependencyClosure, download, extract, type DebPackage,
 } from './debian.js';
 import { dynamicInfo } from './elf.js';
+import { inPackage, Tree } from './file-tree.js';
 import { resolveModules } from './kernel-modules.js';
+import { pvhKernel } from './pvh-kernel.js';
 
 /** Bump when the builder's output changes for the same packages. */
-export const BUILDER_VERSION = 1;
+export const BUILDER_VERSION = 2;
 
 /** Every timestamp inside the images (SOURCE_DATE_EPOCH style): 2026-11-01T00:00:00Z. */
 const EPOCH = 1793491200;
@@ -44,6 +43,9 @@ const INITRAMFS_PROGRAMS: [pkg: string, path: string][] = [
   ['e2fsprogs', 'sbin/mke2fs'], ['e2fsprogs', 'sbin/e2fsck'],
   ['open-iscsi', 'sbin/iscsid'], ['open-iscsi', 'sbin/iscsiadm'],
 ];
+/** Run on the host during the build (ext4 image, kernel decompression), from their own packages. */
+const BUILD_PACKAGES = ['xz-utils'];
+const BUILD_TOOLS: [pkg: string, path: string][] = [['e2fsprogs', 'sbin/mke2fs'], ['e2fsprogs', 'sbin/debugfs'], ['xz-utils', 'usr/bin/xz']];
 const LIB_DIRS = ['lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu', 'lib', 'usr/lib'];
 const GUEST_LIB_DIR = 'lib/x86_64-linux-gnu';
 
@@ -59,7 +61,10 @@ export interface ImageFile { path: string; bytes: number; sha256: string }
 export interface GuestImage {
   key: string;
   dir: string;
+  /** What VMs boot: the uncompressed ELF with its PVH entry (vmlinux) when there is one, else the bzImage. */
   kernel: ImageFile;
+  /** The package's compressed kernel (vmlinuz). */
+  bzImage: ImageFile;
   initramfs: ImageFile;
   /** Raw ext4 image (sparse on disk); `allocated` is what it occupies. */
   rootfs: ImageFile & { allocated: number };
@@ -72,9 +77,9 @@ export interface GuestImage {
   built: boolean;
 }
 
-interface Manifest extends Omit<GuestImage, 'dir' | 'built' | 'kernel' | 'initramfs' | 'rootfs'> {
+interface Manifest extends Omit<GuestImage, 'dir' | 'built' | 'kernel' | 'bzImage' | 'initramfs' | 'rootfs'> {
   builderVersion: number;
-  files: { kernel: Omit<ImageFile, 'path'>; initramfs: Omit<ImageFile, 'path'>; rootfs: Omit<ImageFile, 'path'> & { allocated: number } };
+  files: { kernel: Omit<ImageFile, 'path'>; bzImage: Omit<ImageFile, 'path'>; initramfs: Omit<ImageFile, 'path'>; rootfs: Omit<ImageFile, 'path'> & { allocated: number } };
 }
 
 export function guestScriptDir(): string {
@@ -106,7 +111,8 @@ interface ResolvedPackages { fingerprint: string; kernelPackage: string; package
 
 /** apt-cache's answers (three calls, ~2 s), kept in `cacheFile` until apt's lists or the dpkg status change. */
 function resolvePackages(cacheFile: string | undefined): { kernelPackage: string; packages: Map<string, DebPackage> } {
-  const fingerprint = aptFingerprint();
+  // What was asked belongs to the fingerprint: a builder asking for other packages resolves afresh.
+  const fingerprint = `${aptFingerprint()} ${KERNEL_META} ${[...USERLAND, ...BUILD_PACKAGES].join(' ')}`;
   if (cacheFile && existsSync(cacheFile)) {
     try {
       const c = JSON.parse(readFileSync(cacheFile, 'utf8')) as ResolvedPackages;
@@ -116,8 +122,8 @@ function resolvePackages(cacheFile: string | undefined): { kernelPackage: string
     }
   }
   const kernelPackage = concretePackage(KERNEL_META, 'linux-image-');
-  const libs = dependencyClosure(USERLAND, (n) => n.startsWith('lib'));
-  const packages = candidates([...new Set([kernelPackage, ...USERLAND, ...libs])]);
+  const libs = dependencyClosure([...USERLAND, ...BUILD_PACKAGES], (n) => n.startsWith('lib'));
+  const packages = candidates([...new Set([kernelPackage, ...USERLAND, ...BUILD_PACKAGES, ...libs])]);
   if (cacheFile) {
     mkdirSync(dirname(cacheFile), { recursive: true });
     const tmp = `${cacheFile}.${process.pid}`;
@@ -179,8 +185,7 @@ async function ensureOnce(options: BuildOptions, log: (m: string) => void): Prom
   }
   prune(imagesDir, inputs.key, new Set([...inputs.packages.values()].map(debFileName)), log);
   const image = loadImage(dir, true);
-  log(`guest image built in ${(image.buildMs / 1000).toFixed(1)} s: kernel ${mib(image.kernel.bytes)}, initramfs ${mib(image.initramfs.bytes)}, `
-    + `rootfs ${mib(image.rootfs.bytes)} (${mib(image.rootfs.allocated)} allocated)`);
+  log(`guest image built in ${(image.buildMs / 1000).toFixed(1)} s: ${describeImage(image)}`);
   return image;
 }
 
@@ -202,6 +207,14 @@ function prune(imagesDir: string, current: string, debNames: Set<string>, log: (
   for (const f of readdirSync(debs)) if (f.endsWith('.deb') && !debNames.has(f)) rmSync(join(debs, f), { force: true });
 }
 
+/** One line: kernel, initramfs and root sizes. */
+export function describeImage(img: GuestImage): string {
+  const kernel = img.kernel.path === img.bzImage.path ? `bzImage ${mib(img.bzImage.bytes)}`
+    : `vmlinux (PVH) ${mib(img.kernel.bytes)}, bzImage ${mib(img.bzImage.bytes)}`;
+  return `kernel ${img.kernelVersion}: ${kernel}; initramfs ${mib(img.initramfs.bytes)}; ext4 root ${mib(img.rootfs.bytes)} `
+    + `(${mib(img.rootfs.allocated)} allocated)`;
+}
+
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
 export function loadImage(dir: string, built: boolean): GuestImage {
@@ -211,59 +224,11 @@ export function loadImage(dir: string, built: boolean): GuestImage {
     ...rest,
     dir,
     built,
-    kernel: { path: join(dir, 'vmlinuz'), ...files.kernel },
+    kernel: { path: join(dir, existsSync(join(dir, 'vmlinux')) ? 'vmlinux' : 'vmlinuz'), ...files.kernel },
+    bzImage: { path: join(dir, 'vmlinuz'), ...files.bzImage },
     initramfs: { path: join(dir, 'initramfs.img'), ...files.initramfs },
     rootfs: { path: join(dir, 'rootfs.ext4'), ...files.rootfs },
   };
-}
-
-/** Follow symlinks inside an unpacked package: absolute targets are relative to its root, not the host's. */
-function inPackage(root: string, path: string): string {
-  for (let hops = 0; hops < 16; hops++) {
-    if (!lstatSync(path).isSymbolicLink()) return path;
-    const target = readlinkSync(path);
-    path = target.startsWith('/') ? join(root, target) : join(dirname(path), target);
-  }
-  throw new Error(`${path}: too many symbolic links`);
-}
-
-/** A staged file tree: written to disk for mke2fs -d, or to cpio entries for the initramfs. */
-class Tree {
-  readonly entries = new Map<string, CpioEntry>();
-  dir(path: string): void {
-    const parts = path.split('/').filter(Boolean);
-    for (let i = 1; i <= parts.length; i++) {
-      const p = parts.slice(0, i).join('/');
-      if (!this.entries.has(p)) this.entries.set(p, { kind: 'dir', path: p });
-    }
-  }
-  file(path: string, data: Buffer, mode = 0o644): void {
-    this.dir(posix.dirname(path));
-    this.entries.set(path, { kind: 'file', path, data, mode });
-  }
-  symlink(path: string, target: string): void {
-    this.dir(posix.dirname(path));
-    this.entries.set(path, { kind: 'symlink', path, target });
-  }
-  has(path: string): boolean {
-    return this.entries.has(path);
-  }
-  sorted(): CpioEntry[] {
-    return [...this.entries.keys()].sort().map((k) => this.entries.get(k)!);
-  }
-  /** Materialize under `root` with every timestamp at EPOCH (mke2fs -d copies them). */
-  writeTo(root: string): void {
-    for (const e of this.sorted()) {
-      const p = join(root, e.path);
-      if (e.kind === 'dir') mkdirSync(p, { recursive: true });
-      else if (e.kind === 'file') {
-        writeFileSync(p, e.data);
-        chmodSync(p, e.mode ?? 0o644);
-      } else if (e.kind === 'symlink') symlinkSync(e.target, p);
-    }
-    for (const e of [...this.sorted()].reverse()) lutimesSync(join(root, e.path), EPOCH, EPOCH);
-    lutimesSync(root, EPOCH, EPOCH);
-  }
 }
 
 async function build(inputs: Inputs, debCache: string, work: string, log: (m: string) => void): Promise<Manifest> {
@@ -300,7 +265,7 @@ async function build(inputs: Inputs, debCache: string, work: string, log: (m: st
     });
     step(todo.map((p) => `${p.name} ${p.version}`).join(', '));
   };
-  await fetch([inputs.kernelPackage, ...USERLAND]);
+  await fetch([inputs.kernelPackage, ...USERLAND, ...BUILD_PACKAGES]);
 
   // Kernel and modules.
   const kernelRoot = pkgDir(inputs.kernelPackage);
@@ -309,29 +274,37 @@ async function build(inputs: Inputs, debCache: string, work: string, log: (m: st
 
   // Shared libraries: follow DT_NEEDED from the programs; a soname is looked up in the packages
   // fetched so far, then in the library packages the owner depends on (dpkg-shlibdeps put every
-  // library package it links against into Depends).
-  const libraries = new Map<string, string>();
-  let interpreter: string | undefined;
-  const queue: [file: string, pkg: string][] = INITRAMFS_PROGRAMS.map(([pkg, p]) => [join(pkgDir(pkg), p), pkg]);
-  while (queue.length > 0) {
-    const [file, pkg] = queue.shift()!;
-    const info = dynamicInfo(readFileSync(file), file);
-    if (info.interpreter) interpreter ??= info.interpreter;
-    for (const soname of info.needed) {
-      if (libraries.has(soname)) continue;
-      if (!libIndex.has(soname)) {
-        await fetch(used.get(pkg)!.depends.filter((d) => d.startsWith('lib') && inputs.packages.has(d)));
+  // library package it links against into Depends). The program interpreter (ld.so) comes along.
+  const resolveLibraries = async (programs: [pkg: string, path: string][]) => {
+    const libs = new Map<string, string>();
+    let interp: string | undefined;
+    const queue: [file: string, pkg: string][] = programs.map(([pkg, p]) => [join(pkgDir(pkg), p), pkg]);
+    while (queue.length > 0) {
+      const [file, pkg] = queue.shift()!;
+      const info = dynamicInfo(readFileSync(file), file);
+      if (info.interpreter) interp ??= info.interpreter;
+      for (const soname of info.needed) {
+        if (libs.has(soname)) continue;
+        if (!libIndex.has(soname)) await fetch(used.get(pkg)!.depends.filter((d) => d.startsWith('lib') && inputs.packages.has(d)));
+        const found = libIndex.get(soname);
+        if (!found) throw new Error(`${basename(file)} (${pkg}) needs ${soname}, which none of ${pkg}'s library dependencies provides`);
+        libs.set(soname, found.path);
+        queue.push([found.path, found.pkg]);
       }
-      const found = libIndex.get(soname);
-      if (!found) throw new Error(`${basename(file)} (${pkg}) needs ${soname}, which none of ${pkg}'s library dependencies provides`);
-      libraries.set(soname, found.path);
-      queue.push([found.path, found.pkg]);
     }
-  }
-  if (!interpreter) throw new Error('no program interpreter (ld.so) found');
-  const ldso = libraries.get(basename(interpreter)) ?? libIndex.get(basename(interpreter))?.path;
-  if (!ldso) throw new Error(`the program interpreter ${interpreter} is in no fetched package`);
-  libraries.set(basename(interpreter), ldso);
+    if (!interp) throw new Error('no program interpreter (ld.so) found');
+    const ld = libs.get(basename(interp)) ?? libIndex.get(basename(interp))?.path;
+    if (!ld) throw new Error(`the program interpreter ${interp} is in no fetched package`);
+    libs.set(basename(interp), ld);
+    return { libs, interpreter: interp, ldso: ld };
+  };
+  const { libs: libraries, interpreter } = await resolveLibraries(INITRAMFS_PROGRAMS);
+  // Host-side tools of the build, run through their own ld.so: the host's versions play no part.
+  const tools = await resolveLibraries(BUILD_TOOLS);
+  const toolLibPath = [...new Set([...tools.libs.values()].map((f) => dirname(f)))].join(':');
+  const tool = (pkg: string, path: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}) => spawnSync(tools.ldso,
+    ['--library-path', toolLibPath, join(pkgDir(pkg), path), ...args],
+    { input: opts.input, maxBuffer: 1024 * 2 ** 20, env: { ...process.env, LC_ALL: 'C', ...opts.env } });
 
   const scripts = (t: Tree) => {
     t.file('lib/kura/kura-lib.sh', inputs.scripts.get('kura-lib.sh')!);
@@ -376,7 +349,14 @@ async function build(inputs: Inputs, debCache: string, work: string, log: (m: st
   const initramfs = gzipSync(cpioNewc(cpioEntries, EPOCH), { level: 6 });
   writeFileSync(join(out, 'initramfs.img'), initramfs);
   step(`initramfs: ${modules.order.length} modules, ${libraries.size} libraries, ${initrd.entries.size} entries`);
-  copyFileSync(join(kernelRoot, 'boot', `vmlinuz-${kernelVersion}`), join(out, 'vmlinuz'));
+  const bzImage = join(kernelRoot, 'boot', `vmlinuz-${kernelVersion}`);
+  copyFileSync(bzImage, join(out, 'vmlinuz'));
+  // QEMU boots an uncompressed ELF kernel through its PVH entry: no real-mode setup and no
+  // decompression in the guest, which halves a TCG boot.
+  const pvh = pvhKernel(readFileSync(bzImage), (input) => tool('xz-utils', 'usr/bin/xz', ['-dc'], { input }));
+  if (typeof pvh === 'string') log(`  no PVH kernel (${pvh}): VMs boot the bzImage`);
+  else writeFileSync(join(out, 'vmlinux'), pvh);
+  step(typeof pvh === 'string' ? 'kernel' : `kernel: PVH ELF ${(pvh.length / 2 ** 20).toFixed(1)} MiB`);
 
   // The ext4 root: busybox and the guest tools. Made by the e2fsprogs being packaged (run through
   // its own ld.so), so the host's version plays no part.
@@ -386,10 +366,12 @@ async function build(inputs: Inputs, debCache: string, work: string, log: (m: st
   linkApplets(rootTree);
   const stage = join(work, 'rootfs');
   mkdirSync(stage);
-  rootTree.writeTo(stage);
-  const libPath = [...new Set([...libraries.values()].map((f) => dirname(f)))].join(':');
-  const e2 = (prog: string, args: string[]) => run(ldso, ['--library-path', libPath, join(pkgDir('e2fsprogs'), 'sbin', prog), ...args],
-    { E2FSPROGS_FAKE_TIME: String(EPOCH), MKE2FS_CONFIG: join(pkgDir('e2fsprogs'), 'etc', 'mke2fs.conf') });
+  rootTree.writeTo(stage, EPOCH);
+  const e2 = (prog: string, args: string[]) => {
+    const r = tool('e2fsprogs', `sbin/${prog}`, args,
+      { env: { E2FSPROGS_FAKE_TIME: String(EPOCH), MKE2FS_CONFIG: join(pkgDir('e2fsprogs'), 'etc', 'mke2fs.conf') } });
+    if (r.status !== 0) throw new Error(`${prog} ${args.join(' ')} failed (${r.status}): ${r.stdout}${r.stderr}`);
+  };
   const uuid = [8, 4, 4, 4, 12].reduce<[string[], number]>(([acc, at], n) => [[...acc, inputs.key.padEnd(32, '0').slice(at, at + n)], at + n], [[], 0])[0].join('-');
   const rootfs = join(out, 'rootfs.ext4');
   e2('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-L', 'kura-root', '-U', uuid, '-E', `hash_seed=${uuid},root_owner=0:0`,
@@ -410,7 +392,8 @@ async function build(inputs: Inputs, debCache: string, work: string, log: (m: st
     libraries: [...libraries.keys()],
     buildMs: 0,
     files: {
-      kernel: fileInfo(join(out, 'vmlinuz')),
+      kernel: fileInfo(join(out, existsSync(join(out, 'vmlinux')) ? 'vmlinux' : 'vmlinuz')),
+      bzImage: fileInfo(join(out, 'vmlinuz')),
       initramfs: fileInfo(join(out, 'initramfs.img')),
       rootfs: { ...fileInfo(rootfs), allocated: statSync(rootfs).blocks * 512 },
     },

@@ -43,8 +43,11 @@ export function ensureBuild() {
   if (r.status !== 0) throw new Error('the TypeScript build failed: see the errors above');
 }
 
-/** Debian packages the test suite drives for real: initiators, QEMU, the reference target. */
-export const testPackages = ['libiscsi-bin', 'qemu-system-x86', 'qemu-utils', 'qemu-block-extra', 'ipxe-qemu', 'tgt'];
+/**
+ * Debian packages the test suite drives for real: initiators, QEMU, the reference target, and
+ * e2fsck for the VM tests (their guest image is built from .debs fetched with apt-get download).
+ */
+export const testPackages = ['libiscsi-bin', 'qemu-system-x86', 'qemu-utils', 'qemu-block-extra', 'ipxe-qemu', 'tgt', 'e2fsprogs'];
 
 function installed(pkg) {
   try {

@@ -3,7 +3,7 @@
  * cached in the repository's data directory (or $KURA_DATA_DIR) across runs, like `kura vm` does.
  */
 import { join, resolve } from 'node:path';
-import { ensureGuestImage, type GuestImage } from '../../qemu/image-builder.js';
+import { describeImage, ensureGuestImage, type GuestImage } from '../../qemu/image-builder.js';
 import { chooseAccel, probeKvm, type Accel } from '../../qemu/vm.js';
 import { repoRoot } from './kura-process.js';
 
@@ -17,10 +17,7 @@ export function guestImage(): Promise<GuestImage> {
   image ??= (async () => {
     const started = Date.now();
     const img = await ensureGuestImage({ dataDir: vmDataDir, log: (m) => console.log(`      ${m}`) });
-    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    console.log(`      guest image ${img.key} ${img.built ? `built in ${(img.buildMs / 1000).toFixed(1)} s` : `cached (${Date.now() - started} ms)`}: `
-      + `kernel ${img.kernelVersion} ${mib(img.kernel.bytes)}, initramfs ${mib(img.initramfs.bytes)}, `
-      + `ext4 root ${mib(img.rootfs.bytes)} (${mib(img.rootfs.allocated)} allocated)`);
+    if (!img.built) console.log(`      guest image ${img.key} cached (${Date.now() - started} ms): ${describeImage(img)}`);
     return img;
   })();
   return image;
