@@ -146,7 +146,7 @@ export const nodeConfigSchema = z.object({
     .default({ header: 'optional', data: 'optional' }),
   nopInInterval: z.number().min(0).default(5000),
   /** ms an unanswered NOP-In may wait before the connection is dropped as dead. */
-  nopInTimeout: z.number().min(0).default(30000),
+  nopInTimeout: z.number().min(0).default(120000),
   log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).strict().default({ level: 'info' }),
 }).strict().superRefine((c, ctx) => {
   const names = new Set<string>();

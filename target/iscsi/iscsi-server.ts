@@ -27,7 +27,7 @@ export interface IscsiServerOptions {
   discoveryChap?: ChapCredentials;
   /** Target-initiated NOP-In interval; default 5000, 0 disables. */
   nopInIntervalMs?: number;
-  /** How long an unanswered NOP-In may stay unanswered before the connection is dropped; default 30000. */
+  /** How long an unanswered NOP-In may stay unanswered before the connection is dropped; default 120000. */
   nopInTimeoutMs?: number;
   /** CmdSN window (commands outstanding per session); default 128. */
   queueDepth?: number;
@@ -96,7 +96,7 @@ export class IscsiServer {
       portalGroupTag: defaultTag,
       discoveryChap: options.discoveryChap,
       nopInIntervalMs: options.nopInIntervalMs ?? 5000,
-      nopInTimeoutMs: Math.max(options.nopInTimeoutMs ?? 30_000, options.nopInIntervalMs ?? 5000),
+      nopInTimeoutMs: Math.max(options.nopInTimeoutMs ?? 120_000, options.nopInIntervalMs ?? 5000),
       queueDepth,
       limits: { ...DEFAULT_LIMITS, ...options.limits },
       digests,

@@ -2,9 +2,10 @@
  * Target-initiated NOP-In pings (RFC 7143 §11.19): every interval the target asks for a NOP-Out
  * back. A connection that has neither answered a ping nor sent anything else for `timeoutMs` after
  * it is dead (the initiator vanished without closing TCP) and gets dropped. The timeout is long
- * (30 s by default, as LIO's nopin_response_timeout) because single-threaded initiators such as
- * libiscsi's tools only read an idle session's socket when they next use it: a second session
- * parked for a few seconds is not a dead one.
+ * (120 s by default, where LIO uses 30 s) because single-threaded initiators such as libiscsi's
+ * tools only read an idle session's socket when they next use it: iscsi-test-cu parks a second
+ * session for seconds and sleeps 60 s between polls of a running SANITIZE. Dropping such a
+ * session makes the initiator log in again and meet a fresh POWER ON unit attention, forever.
  */
 import type { Clock, Timer } from '../../hal/clock.js';
 import { NO_TAG } from './pdu.js';
@@ -26,7 +27,7 @@ export class NopKeepalive {
     private readonly clock: Clock,
     private readonly intervalMs: number,
     private readonly host: KeepaliveHost,
-    private readonly timeoutMs = Math.max(30_000, intervalMs),
+    private readonly timeoutMs = Math.max(120_000, intervalMs),
   ) {}
 
   start(): void {
