@@ -6,10 +6,12 @@
  * JSON to bench/results/.
  *
  *   npx tsx bench/wan-accuracy.ts [--presets lan,metro,regional,continental] [--split]
- *       [--rtt-seconds 3] [--bulk-seconds 2] [--out FILE]
+ *       [--transport-latency <ms|auto>] [--rtt-seconds 3] [--bulk-seconds 2] [--out FILE]
  *
  * --split runs the echo and source services in a child process with its own WanNetwork, as two
- * storage nodes would be; by default both ends share this process.
+ * storage nodes would be; by default both ends share this process. --transport-latency hands
+ * bytes to TCP that much early to cancel its own latency (WanStreamOptions.transportLatencyMs);
+ * `auto` measures it first (calibrateTransportLatency, in the same process arrangement).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Command, InvalidArgumentError } from 'commander';
@@ -23,12 +25,13 @@ import { tcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
 import { WanLinks } from '../hal/wan/links.js';
 import { PRESETS, oneWayDelayMs, resolveProfile, type PresetName, type WanProfile } from '../hal/wan/profiles.js';
-import { measureRtt, measureThroughput, startEchoServer, startSourceServer, type RttResult, type ThroughputResult } from '../hal/wan/wan-accuracy.js';
+import { calibrateTransportLatency, measureRtt, measureThroughput, startEchoServer, startSourceServer, type RttResult, type ThroughputResult } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
 
 interface Options {
   presets: PresetName[];
   split: boolean;
+  transportLatency: string;
   rttSeconds: number;
   bulkSeconds: number;
   out?: string;
@@ -60,6 +63,7 @@ function parseArgs(argv: string[]): Options {
       return list as PresetName[];
     }, names)
     .option('--split', 'run the services in a child process (two nodes)', false)
+    .option('--transport-latency <ms|auto>', 'compensate the real transport\'s one-way latency (0: none)', '0')
     .option('--rtt-seconds <s>', 'time spent on round trips per preset (30 to 1000 of them)', positive, 3)
     .option('--bulk-seconds <s>', 'length of the bulk transfer per preset', positive, 2)
     .option('--out <file>', 'JSON results file (default bench/results/wan-accuracy-<date>.json)')
@@ -69,33 +73,45 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** A WanNetwork shaping everything this process sends with `profile`. */
-function wan(profile: WanProfile): Network {
-  return new WanNetwork(tcpNetwork, new WanLinks({ clock: preciseClock, select: (c) => ({ name: c.direction, profile }) }));
+function wan(profile: WanProfile, transportLatencyMs: number): Network {
+  return new WanNetwork(tcpNetwork, new WanLinks({ clock: preciseClock, select: (c) => ({ name: c.direction, profile }) }), { transportLatencyMs });
 }
 
 /** The child side of --split: services until stdin closes. */
-async function serve(profileJson: string): Promise<void> {
-  const net = wan(JSON.parse(profileJson) as WanProfile);
+async function serve(arg: string): Promise<void> {
+  const { profile, transportLatencyMs } = JSON.parse(arg) as { profile: WanProfile; transportLatencyMs: number };
+  const net = wan(profile, transportLatencyMs);
   const echo = await startEchoServer(net);
   const source = await startSourceServer(net);
-  process.stdout.write(`${JSON.stringify({ echo: echo.port, source: source.port })}\n`);
+  const raw = await startEchoServer(tcpNetwork);
+  process.stdout.write(`${JSON.stringify({ echo: echo.port, source: source.port, raw: raw.port })}\n`);
   process.stdin.resume();
   await new Promise((r) => process.stdin.once('end', r));
   process.exit(0);
 }
 
-async function services(profile: WanProfile, split: boolean, net: Network): Promise<{ echo: number; source: number; stop: () => Promise<void> }> {
+interface Services {
+  echo: number;
+  source: number;
+  /** An unshaped echo (for calibration). */
+  raw: number;
+  stop: () => Promise<void>;
+}
+
+async function services(profile: WanProfile, transportLatencyMs: number, split: boolean, net: Network): Promise<Services> {
   if (!split) {
     const echo = await startEchoServer(net);
     const source = await startSourceServer(net);
-    return { echo: echo.port, source: source.port, stop: async () => { await echo.close(); await source.close(); } };
+    const raw = await startEchoServer(tcpNetwork);
+    return { echo: echo.port, source: source.port, raw: raw.port, stop: async () => { await echo.close(); await source.close(); await raw.close(); } };
   }
-  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve', JSON.stringify(profile)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const arg = JSON.stringify({ profile, transportLatencyMs });
+  const child: ChildProcess = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve', arg], { stdio: ['pipe', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`service process exited (${code})`)));
   });
-  const ports = JSON.parse(line) as { echo: number; source: number };
+  const ports = JSON.parse(line) as { echo: number; source: number; raw: number };
   return {
     ...ports,
     stop: async () => {
@@ -105,13 +121,28 @@ async function services(profile: WanProfile, split: boolean, net: Network): Prom
   };
 }
 
-async function measure(name: PresetName, opts: Options): Promise<Row> {
+/** The one-way latency to compensate: a number, or measured against an unshaped echo. */
+async function transportLatency(opts: Options): Promise<number> {
+  if (opts.transportLatency !== 'auto') {
+    const ms = Number(opts.transportLatency);
+    if (!(ms >= 0)) throw new InvalidArgumentError('--transport-latency: a number of ms >= 0, or auto');
+    return ms;
+  }
+  const svc = await services({}, 0, opts.split, tcpNetwork);
+  try {
+    return await calibrateTransportLatency(tcpNetwork, svc.raw, { gapMs: 5, count: 100 });
+  } finally {
+    await svc.stop();
+  }
+}
+
+async function measure(name: PresetName, opts: Options, lead: number): Promise<Row> {
   const profile = { ...PRESETS[name] };
   const resolved = resolveProfile(profile);
   const oneWay = oneWayDelayMs(profile);
   const profileRtt = 2 * oneWay;
-  const net = wan(profile);
-  const svc = await services(profile, opts.split, net);
+  const net = wan(profile, lead);
+  const svc = await services(profile, lead, opts.split, net);
   try {
     const count = Math.max(30, Math.min(1000, Math.round((opts.rttSeconds * 1000) / Math.max(profileRtt, 0.1))));
     const r = await measureRtt(net, svc.echo, { count, warmup: 10 });
@@ -173,14 +204,15 @@ async function main(): Promise<number> {
   const echo = await startEchoServer(tcpNetwork);
   const baseline = await measureRtt(tcpNetwork, echo.port, { count: 500, warmup: 20 });
   await echo.close();
+  const lead = await transportLatency(opts);
   const rows: Row[] = [];
   for (const p of opts.presets) {
     process.stderr.write(`${p}...\n`);
-    rows.push(await measure(p, opts));
+    rows.push(await measure(p, opts, lead));
   }
   const loadAfter = os.loadavg();
   console.log(`\n${table(rows, baseline)}\n`);
-  console.log(`mode: ${opts.split ? 'two processes' : 'one process'}; load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; ${os.cpus().length} cpus`);
+  console.log(`mode: ${opts.split ? 'two processes' : 'one process'}; transport latency compensated: ${(lead * 1000).toFixed(0)} µs one way${opts.transportLatency === 'auto' ? ' (measured)' : ''}; load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; ${os.cpus().length} cpus`);
   const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const out = opts.out ?? path.join(repoRoot(), 'bench/results', `wan-accuracy-${date}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -190,7 +222,8 @@ async function main(): Promise<number> {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), kernel: os.release(), node: process.version },
     loadAverage: { before: loadBefore, after: loadAfter },
-    options: { presets: opts.presets, split: opts.split, rttSeconds: opts.rttSeconds, bulkSeconds: opts.bulkSeconds },
+    options: { presets: opts.presets, split: opts.split, transportLatency: opts.transportLatency, rttSeconds: opts.rttSeconds, bulkSeconds: opts.bulkSeconds },
+    transportLatencyMs: lead,
     timer: { wake: preciseScheduler().mode, spinMs: preciseScheduler().spinMs, maxLateMs: preciseScheduler().stats.maxLateMs },
     baselineTcpRtt: base,
     presets: rows,

@@ -5,4 +5,5 @@ export { lossProcess, jitterSampler, GilbertElliott, type LossProcess } from './
 export { WanLinks, linkTable, seedFor, type ConnInfo, type LinkChoice, type LinkSelector, type LinkRule, type WanLinksOptions } from './links.js';
 export { WanStream, errno, type WanStreamOptions } from './wan-stream.js';
 export { WanNetwork } from './wan-network.js';
-export { WanDatagramNetwork } from './wan-datagram.js';
+export { measureRtt, measureThroughput, calibrateTransportLatency, startEchoServer, startSourceServer, withServices, percentile, type RttResult, type ThroughputResult } from './wan-accuracy.js';
+export { WanDatagramNetwork, type WanDatagramOptions } from './wan-datagram.js';

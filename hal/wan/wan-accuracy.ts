@@ -138,6 +138,34 @@ export async function measureThroughput(net: Network, port: number, opts: { byte
   return { bytes: got, seconds, bps: ((got - firstLen) * 8) / seconds };
 }
 
+/**
+ * The real transport's one-way latency as a WAN link sees it: half the median round trip of small
+ * messages sent `gapMs` apart (a link's traffic comes after idle gaps, and an idle path is slower:
+ * on a busy 2-core VM, loopback TCP takes ~20 µs one way back to back but 100-200 µs after a few ms
+ * of silence). Give the result to WanNetwork as transportLatencyMs. `port`: an echo service on the
+ * unshaped network, in the same arrangement (process or not) as the real peers.
+ */
+export async function calibrateTransportLatency(net: Network, port: number, opts: { gapMs?: number; count?: number; host?: string } = {}): Promise<number> {
+  const gap = opts.gapMs ?? 5;
+  const client = new Client();
+  const t = await net.connect(opts.host ?? '127.0.0.1', port, () => client);
+  const rtts: number[] = [];
+  try {
+    for (let i = 0; i < (opts.count ?? 60) + 3; i++) {
+      await new Promise((r) => setTimeout(r, gap));
+      const t0 = performance.now();
+      await new Promise<void>((resolve) => {
+        client.onBytes = () => resolve();
+        t.write([Buffer.alloc(64)]);
+      });
+      if (i >= 3) rtts.push(performance.now() - t0);
+    }
+  } finally {
+    t.destroy();
+  }
+  return percentile(rtts, 0.5) / 2;
+}
+
 /** Echo and source services on one Network, in this process. */
 export async function withServices<T>(net: Network, fn: (ports: { echo: number; source: number }) => Promise<T>): Promise<T> {
   const echo = await startEchoServer(net);

@@ -13,12 +13,17 @@ import type { DatagramHandler, DatagramNetwork, DatagramSocket } from '../datagr
 import type { LinkModel } from './link-model.js';
 import type { WanLinks } from './links.js';
 
+export interface WanDatagramOptions {
+  /** The real socket's own one-way latency: datagrams are sent this much early (see WanStreamOptions). */
+  transportLatencyMs?: number;
+}
+
 export class WanDatagramNetwork implements DatagramNetwork {
-  constructor(private readonly inner: DatagramNetwork, readonly links: WanLinks) {}
+  constructor(private readonly inner: DatagramNetwork, readonly links: WanLinks, private readonly opts: WanDatagramOptions = {}) {}
 
   async bind(host: string, port: number, handler: DatagramHandler): Promise<DatagramSocket> {
     const socket = await this.inner.bind(host, port, handler);
-    return new WanDatagramSocket(socket, this.links, handler);
+    return new WanDatagramSocket(socket, this.links, handler, Math.max(0, this.opts.transportLatencyMs ?? 0));
   }
 }
 
@@ -27,7 +32,12 @@ class WanDatagramSocket implements DatagramSocket {
   private readonly timers = new Set<Timer>();
   private closed = false;
 
-  constructor(private readonly inner: DatagramSocket, private readonly links: WanLinks, private readonly handler: DatagramHandler) {}
+  constructor(
+    private readonly inner: DatagramSocket,
+    private readonly links: WanLinks,
+    private readonly handler: DatagramHandler,
+    private readonly lead: number,
+  ) {}
 
   get address(): string {
     return this.inner.address;
@@ -58,7 +68,7 @@ class WanDatagramSocket implements DatagramSocket {
         bytes = Buffer.from(copy);
         for (const b of d.flipBits) bytes[b >> 3]! ^= 0x80 >> (b & 7);
       }
-      const timer: Timer = clock.setTimer(d.at - clock.now(), () => {
+      const timer: Timer = clock.setTimer(d.at - this.lead - clock.now(), () => {
         this.timers.delete(timer);
         if (!this.closed) this.inner.send(bytes, host, port);
       });

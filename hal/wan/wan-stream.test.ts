@@ -70,6 +70,17 @@ describe('wan/wan-network on the simulator', () => {
     expect(client.bytes.toString()).to.equal(Array.from({ length: 20 }, (_, i) => `ping ${i}`).join(''));
   });
 
+  it('transportLatencyMs hands bytes over early by the real transport\'s own latency', async () => {
+    const sim = new Simulator();
+    const net = new SimNetwork(sim.clock, { latencyMs: 0.25 }); // the "real" transport's one-way latency
+    const wan = (self: string, peer: string): WanNetwork => new WanNetwork(net.node(self), new WanLinks({ clock: sim.clock, select: linkTable([{ remote: peer, profile: { delayMs: 5, bandwidthBps: 8e6 } }]) }), { transportLatencyMs: 0.25 });
+    const { server, t } = await connectPair(sim, wan('A', 'B'), wan('B', 'A'));
+    const t0 = sim.now();
+    t.write([Buffer.alloc(1000)]); // 1 ms at 8 Mb/s
+    await sim.advance(20);
+    expect(server.at.map((x) => x - t0)).to.deep.equal([6]);
+  });
+
   it('an unmatched connection passes straight through', async () => {
     const sim = new Simulator();
     const net = new SimNetwork(sim.clock);

@@ -20,6 +20,13 @@ import { STREAM_RESET, type LinkModel, type StreamFlow } from './link-model.js';
 export interface WanStreamOptions {
   /** Bytes accepted and not yet handed to the real transport beyond which write() says false. Default 64 MiB. */
   maxHeldBytes?: number;
+  /**
+   * The real transport's own one-way latency (loopback TCP: tens to a few hundred µs on a busy
+   * machine). Bytes are handed over this much before the model's arrival time, so that they reach
+   * the far end's handler when the profile says; the order is unchanged. Default 0 (exact on the
+   * simulator's in-memory streams). Measure it with calibrateTransportLatency (wan-accuracy.ts).
+   */
+  transportLatencyMs?: number;
   /** For error messages. */
   linkName?: string;
 }
@@ -37,6 +44,7 @@ export class WanStream implements StreamTransport {
 
   private readonly flow: StreamFlow;
   private readonly maxHeld: number;
+  private readonly lead: number;
   private readonly linkName: string;
 
   // Pending pieces, FIFO from `head`; delivery times nondecreasing (the model never reorders a flow).
@@ -67,6 +75,7 @@ export class WanStream implements StreamTransport {
   ) {
     this.flow = model.newFlow();
     this.maxHeld = opts.maxHeldBytes ?? 64 * 1024 * 1024;
+    this.lead = Math.max(0, opts.transportLatencyMs ?? 0);
     this.linkName = opts.linkName ?? model.profile.name;
     this.innerHandler = {
       onData: (chunk) => {
@@ -187,13 +196,13 @@ export class WanStream implements StreamTransport {
 
   private arm(): void {
     if (this.timer !== undefined || this.closed || this.head === this.pAt.length) return;
-    this.timer = this.clock.setTimer(this.pAt[this.head]! - this.clock.now(), this.deliver);
+    this.timer = this.clock.setTimer(this.pAt[this.head]! - this.lead - this.clock.now(), this.deliver);
   }
 
   private readonly deliver = (): void => {
     this.timer = undefined;
     if (this.closed) return;
-    const limit = this.clock.now() + EPSILON_MS;
+    const limit = this.clock.now() + this.lead + EPSILON_MS;
     const batch: Uint8Array[] = [];
     const dones: ((err?: Error) => void)[] = [];
     let cur: Uint8Array | null = null;
