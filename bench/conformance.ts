@@ -52,6 +52,8 @@ interface RunResult {
   seconds: number;
   score?: { passed: number; failed: number; skipped: number };
   tests?: Score['tests'];
+  /** iscsi-test-cu's output (not written to the JSON). */
+  output?: string;
   error?: string;
   exit?: string;
 }
@@ -77,7 +79,9 @@ function parseArgs(argv: string[]): Options {
       return [...new Set(list)] as TargetName[];
     }, ['kura', 'tgt'] as TargetName[])
     .option('--tests <pattern>', 'iscsi-test-cu --test (FAMILY[.SUITE[.TEST]])', 'ALL')
-    .option('--size <size>', 'volume size (both targets)', '256MiB')
+    // Sanitize.Reset needs a SANITIZE OVERWRITE that outlasts its 3 s wait and five resets: at
+    // kura's modelled 128 MiB/s (volumes[].sanitizeRate) that takes a volume of 1 GiB.
+    .option('--size <size>', 'volume size (both targets)', '1GiB')
     .option('--iqn1 <name>', 'initiator name (-i)', 'iqn.2026-11.dev.kura.conformance:initiator1')
     .option('--iqn2 <name>', 'second initiator name (-I)', 'iqn.2026-11.dev.kura.conformance:initiator2')
     .option('--kura-port <n>', 'first kura portal; the second is the next port', positiveInt, 3272)
@@ -154,12 +158,33 @@ function makeBacking(file: string, size: number): void {
   }
 }
 
-function describeTests(tests: Score['tests'], outcome: 'failed' | 'skipped', compare?: Score['tests']): string[] {
+/** The "[FAILED] ..." lines libiscsi logged inside one test: what went wrong, beyond CUnit's line numbers. */
+function failedChecks(output: string, suite: string, test: string): string[] {
+  const lines = output.split('\n');
+  const out: string[] = [];
+  let inSuite = false;
+  let inTest = false;
+  for (const line of lines) {
+    const s = /^Suite: (.+)$/.exec(line);
+    if (s) {
+      inSuite = s[1]!.trim() === suite;
+      inTest = false;
+      continue;
+    }
+    const t = /^\s+Test: (\S+) \.\.\./.exec(line);
+    if (t) inTest = inSuite && t[1] === test;
+    if (inTest) for (const m of line.matchAll(/\[FAILED\]([^[]*)/g)) out.push(m[1]!.trim());
+  }
+  return out;
+}
+
+function describeTests(r: RunResult, outcome: 'failed' | 'skipped', compare?: Score['tests']): string[] {
   const other = new Map((compare ?? []).map((t) => [`${t.suite}.${t.test}`, t.outcome]));
-  return tests.filter((t) => t.outcome === outcome).map((t) => {
+  return r.tests!.filter((t) => t.outcome === outcome).map((t) => {
     const ref = other.get(`${t.suite}.${t.test}`);
     const detail = t.detail.replace(/\s+/g, ' ').slice(0, 240);
-    return `  ${t.suite}.${t.test}${ref ? ` [tgt: ${ref}]` : ''}${detail ? `: ${detail}` : ''}`;
+    const checks = outcome === 'failed' && r.output ? failedChecks(r.output, t.suite, t.test).map((c) => `\n      ${c.slice(0, 200)}`).join('') : '';
+    return `  ${t.suite}.${t.test}${ref ? ` [tgt: ${ref}]` : ''}${detail ? `: ${detail}` : ''}${checks}`;
   });
 }
 
@@ -177,18 +202,19 @@ async function main(): Promise<number> {
   };
   let interrupted = false;
   const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${sig}: stopping iscsi-test-cu, kura and tgt`);
-    // The test tool first: the targets' own shutdown would wait for its sessions.
-    killChildren(servers);
-    void stopAll().finally(() => {
-      if (!o.keep) fs.rmSync(dir, { recursive: true, force: true });
+    if (interrupted) {
+      // A second signal: no more patience.
+      killChildren();
       process.exit(130);
-    });
+    }
+    interrupted = true;
+    console.error(`\n${sig}: stopping iscsi-test-cu, then kura and tgt`);
+    // The test tool (and any tgtadm) now; the loop below then stops the targets in order (their
+    // own shutdown would otherwise wait for the tool's sessions) and removes the directory.
+    killChildren(servers);
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   const results: RunResult[] = [];
   console.log(`working directory ${dir}${o.keep ? ' (kept)' : ''}`);
@@ -223,12 +249,14 @@ async function main(): Promise<number> {
           const args = ['-d', '-S', `--test=${o.tests}`, '-i', o.iqn1, '-I', o.iqn2, ...result.urls];
           console.log(`\n${target} ${variant}: iscsi-test-cu ${args.join(' ')}`);
           const r = await run('iscsi-test-cu', args, { timeoutMs: o.timeoutMin * 60_000 });
+          if (interrupted) break;
           const output = r.stdout + r.stderr;
           fs.writeFileSync(path.join(work, 'iscsi-test-cu.txt'), output);
           result.exit = r.signal ? `killed by ${r.signal} (deadline ${o.timeoutMin} min)` : `exit ${r.code}`;
           const score = parseTestCu(output);
           result.score = { passed: score.passed, failed: score.failed, skipped: score.skipped };
           result.tests = score.tests;
+          result.output = output;
           if (score.tests.length === 0) result.error = `no test ran (${result.exit}): ${output.trim().split('\n').slice(-5).join(' | ')}`;
           console.log(scoreLine(`${target} ${variant}`, score) + (result.error ? `  (${result.error})` : ''));
         } catch (err) {
@@ -246,14 +274,17 @@ async function main(): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-  if (interrupted) return 130;
+  if (interrupted) {
+    if (!o.keep) fs.rmSync(dir, { recursive: true, force: true });
+    return 130;
+  }
 
   console.log('\n== scores (a SKIPPED test counts as skipped, not passed)');
   for (const r of results) console.log(r.score ? scoreLine(`${r.target} ${r.variant}`.padEnd(18), { ...r.score, tests: [] }) : `${r.target} ${r.variant}: ${r.error}`);
   for (const r of results.filter((x) => x.target === 'kura' && x.tests)) {
     const tgt = results.find((x) => x.target === 'tgt' && x.variant === r.variant)?.tests;
-    const failed = describeTests(r.tests!, 'failed', tgt);
-    const skipped = describeTests(r.tests!, 'skipped', tgt);
+    const failed = describeTests(r, 'failed', tgt);
+    const skipped = describeTests(r, 'skipped', tgt);
     console.log(`\n== kura ${r.variant}: ${failed.length} failed${failed.length ? '' : '.'}`);
     if (failed.length) console.log(failed.join('\n'));
     console.log(`== kura ${r.variant}: ${skipped.length} skipped`);
@@ -268,7 +299,7 @@ async function main(): Promise<number> {
     date: new Date().toISOString(),
     tools: await toolVersions(),
     options: { variants: o.variant, targets: o.targets, tests: o.tests, size: o.size, initiators: [o.iqn1, o.iqn2] },
-    results,
+    results: results.map(({ output: _output, ...r }) => r),
   }, null, 2)}\n`);
   console.log(`\nresults: ${out}${o.keep ? `; logs and iscsi-test-cu output in ${dir}` : ''}`);
   if (!o.keep) fs.rmSync(dir, { recursive: true, force: true });

@@ -209,7 +209,8 @@ export class ParamNegotiator {
    * NegotiationError when a key is negotiated a second time during login.
    */
   answer(key: string, value: string, phase: 'login' | 'ffp'): string | undefined {
-    const def = KEYS[key];
+    // Own keys only: "toString" or "__proto__" from the wire must not find Object.prototype's.
+    const def = Object.hasOwn(KEYS, key) ? KEYS[key] : undefined;
     if (!def) return 'NotUnderstood';
     // A peer's own Reject/Irrelevant/NotUnderstood is an answer, not an offer: nothing to say.
     if (value === 'NotUnderstood' || value === 'Irrelevant' || value === 'Reject') return undefined;

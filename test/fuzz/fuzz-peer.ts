@@ -191,6 +191,8 @@ export class FuzzPeer {
   readonly answers = new Map<string, string>();
   /** MaxRecvDataSegmentLength we declared (what the target may send us). */
   ourMrdsl = 8192;
+  /** The smallest MaxRecvDataSegmentLength the target may be using (a text may or may not have changed it). */
+  ourMrdslLow = 8192;
   targetMrdsl = 8192;
   immediateData = true;
   initialR2T = true;
@@ -217,7 +219,8 @@ export class FuzzPeer {
   loggedOut = false;
   /** A final answer (failed login, logout) was sent: nothing may follow. */
   private finalAnswer = false;
-  private readonly sentHeaders = new Set<string>();
+  /** Headers sent (as the target frames them), with how many times each. */
+  private readonly sentHeaders = new Map<string, number>();
   private readonly expected: { key: string; reasons: number[]; what: string }[] = [];
   private expectClose = false;
   private readonly tasks = new Map<number, SentTask>();
@@ -287,7 +290,7 @@ export class FuzzPeer {
   }
 
   private record(h: Buffer, pdu: Buffer): void {
-    this.sentHeaders.add(h.toString('hex'));
+    this.sentHeaders.set(h.toString('hex'), (this.sentHeaders.get(h.toString('hex')) ?? 0) + 1);
     const op = h[0]! & 0x3f;
     const itt = h.readUInt32BE(16);
     if (this.ffp) this.expectAnswer(h, pdu, op);
@@ -409,10 +412,17 @@ export class FuzzPeer {
         if (itt !== NO_TAG) this.violation('Reject with an ITT other than 0xffffffff');
         if (data.length !== 48) this.violation(`Reject carries ${data.length} bytes, not the rejected header`);
         else if (this.framingIntact && !this.sentHeaders.has(data.toString('hex'))) this.violation(`Reject 0x${reason.toString(16)} echoes a header we never sent: ${data.toString('hex')}`);
-        const e = this.expected.findIndex((x) => x.key === data.toString('hex'));
-        if (e >= 0) {
-          if (!this.expected[e]!.reasons.includes(reason)) this.violation(`Reject 0x${reason.toString(16)} for ${this.expected[e]!.what}, expected 0x${this.expected[e]!.reasons[0]!.toString(16)}`);
-          this.expected.splice(e, 1);
+        const key = data.toString('hex');
+        const e = this.expected.findIndex((x) => x.key === key && x.reasons.includes(reason));
+        if (e >= 0) this.expected.splice(e, 1);
+        else {
+          // The same header sent twice (a duplicate, one copy damaged behind it) may be refused
+          // for another reason than the copy we expected something of: only a lone one tells.
+          const other = this.expected.findIndex((x) => x.key === key);
+          if (other >= 0 && this.sentHeaders.get(key) === 1) {
+            this.violation(`Reject 0x${reason.toString(16)} for ${this.expected[other]!.what}, expected 0x${this.expected[other]!.reasons[0]!.toString(16)}`);
+            this.expected.splice(other, 1);
+          }
         }
         // A rejected NOP-Out gets no NOP-In: the next one with its tag answers the next ping.
         if (data.length === 48 && (data[0]! & 0x3f) === OP.NOP_OUT) this.nops.get(data.readUInt32BE(16))?.shift();
@@ -470,19 +480,26 @@ export class FuzzPeer {
         }
         if (itt === this.probeItt) this.probeAnswered = true;
         if (!this.framingIntact) return;
-        const sent = this.nops.get(itt)?.shift();
-        if (!sent) {
+        const q = this.nops.get(itt);
+        if (!q || q.length === 0) {
           this.violation(`NOP-In answers ITT 0x${itt.toString(16)}, no NOP-Out had it`);
           return;
         }
-        if (!sent.subarray(0, data.length).equals(data) || (data.length < sent.length && this.limitsKnown && data.length < this.ourMrdsl)) {
-          this.violation('NOP-In does not echo the ping data');
-        }
+        // Several NOP-Outs may share a tag, and a non-immediate one outside the CmdSN window gets
+        // no answer at all: this NOP-In must echo one of them, whole or cut at our limit.
+        const i = q.findIndex((d) => d.subarray(0, data.length).equals(data) && (data.length === d.length || !this.limitsKnown || data.length >= this.ourMrdslLow));
+        if (i < 0) this.violation('NOP-In does not echo the ping data');
+        else q.splice(i, 1);
         return;
       }
       case OP.TEXT_RSP:
         this.other(itt, OP.TEXT, 'Text Response');
-        if (this.declaredMrdsl !== undefined) this.ourMrdsl = this.declaredMrdsl;
+        // The target may have taken the declaration or not (a text whose first part it dropped
+        // for its CmdSN reads differently): either limit may be in force from now on.
+        if (this.declaredMrdsl !== undefined) {
+          this.ourMrdsl = Math.max(this.ourMrdsl, this.declaredMrdsl);
+          this.ourMrdslLow = Math.min(this.ourMrdslLow, this.declaredMrdsl);
+        }
         this.declaredMrdsl = undefined;
         this.textTtt = bhs.readUInt32BE(20);
         return;
@@ -517,7 +534,7 @@ export class FuzzPeer {
     }
     const text = parseText(data);
     for (const [k, v] of text) this.answers.set(k, v);
-    if (this.declaredMrdsl !== undefined) this.ourMrdsl = this.declaredMrdsl;
+    if (this.declaredMrdsl !== undefined) this.ourMrdsl = this.ourMrdslLow = this.declaredMrdsl;
     this.declaredMrdsl = undefined;
     const ci = text.get('CHAP_I');
     const cc = text.get('CHAP_C');

@@ -65,13 +65,19 @@ export interface FuzzStats {
   virtualMs: number;
 }
 
-const NOP_MS = 1000;
+const NOP_MS = 5000;
+/** A connection whose ping stayed unanswered this long is dropped (shorter than the server's default: virtual time is cheap, not free). */
+const NOP_TIMEOUT_MS = 20_000;
 const LOGIN_TIMEOUT_MS = 3000;
 const DRAIN_MS = 1000;
 const QUEUE_DEPTH = 32;
 const FIRST_BURST = 65536;
-/** Every connection must be gone this long after its peer went quiet (login timeout + margin). */
-const QUIET_BOUND_MS = 8000;
+/**
+ * Every connection must be gone this long after its peer went quiet: the next ping comes within
+ * an interval, the connection is dead a timeout after it (found at the next tick); logins time
+ * out sooner, and a logout or a refused login waits a drain period at most for the peer's FIN.
+ */
+const QUIET_BOUND_MS = NOP_MS + NOP_TIMEOUT_MS + NOP_MS + 2 * DRAIN_MS;
 const DISK_BLOCKS = 2048;
 
 export const FUZZ_TARGETS: FuzzTargets = {
@@ -161,7 +167,7 @@ class GoodSession {
       ['HeaderDigest', 'CRC32C'], ['DataDigest', 'CRC32C'], ['MaxRecvDataSegmentLength', '262144'], ['ImmediateData', 'Yes'],
       ['InitialR2T', 'No'], ['FirstBurstLength', '65536'], ['MaxBurstLength', '262144'],
     ];
-    p.ourMrdsl = 262144;
+    p.ourMrdsl = p.ourMrdslLow = 262144;
     for (const [csg, nsg, text] of [[0, 1, [...identity, ['AuthMethod', 'None']]], [1, 3, keys]] as const) {
       this.send({ what: 'good login', bhs: loginBhs({ csg, nsg, transit: true, isid: p.isid, tsih: 0, itt: 1, cid: 1, cmdSN: p.cmdSN, expStatSN: p.expStatSN }), data: textOf(text) });
       await tick();
@@ -283,6 +289,7 @@ export class IscsiFuzzer {
       portals: [{ host: '192.0.2.1', port: 3260 }],
       targets,
       nopInIntervalMs: NOP_MS,
+      nopInTimeoutMs: NOP_TIMEOUT_MS,
       loginTimeoutMs: LOGIN_TIMEOUT_MS,
       drainTimeoutMs: DRAIN_MS,
       queueDepth: QUEUE_DEPTH,

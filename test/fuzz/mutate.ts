@@ -79,7 +79,8 @@ function mutateText(rng: Random, data: Buffer): Buffer {
     case 7: {
       const keys = ['HeaderDigest', 'DataDigest', 'MaxRecvDataSegmentLength', 'MaxBurstLength', 'FirstBurstLength', 'InitialR2T', 'ImmediateData',
         'MaxOutstandingR2T', 'MaxConnections', 'ErrorRecoveryLevel', 'SessionType', 'TargetName', 'InitiatorName', 'AuthMethod', 'CHAP_A',
-        'CHAP_N', 'CHAP_R', 'CHAP_I', 'CHAP_C', 'SendTargets', 'TargetAlias', 'TargetAddress', 'TaskReporting', 'iSCSIProtocolLevel', 'OFMarkInt'];
+        'CHAP_N', 'CHAP_R', 'CHAP_I', 'CHAP_C', 'SendTargets', 'TargetAlias', 'TargetAddress', 'TaskReporting', 'iSCSIProtocolLevel', 'OFMarkInt',
+        'toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf'];
       const values = ['', 'None', 'CRC32C', 'Yes', 'No', '0', '1', '512', '511', '16777215', '16777216', 'Discovery', 'Normal', 'CHAP', 'None,CHAP',
         '5', '0x00', '0x' + 'ab'.repeat(rng.pick([1, 16, 1025])), '0bAAAA', 'All', 'iqn.2024-01.test.fuzz:open', 'RFC3720', '2047~1', 'x'.repeat(300)];
       let t = s;
