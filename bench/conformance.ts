@@ -16,11 +16,11 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type KuraConfig, startKura } from './kura-target.js';
 import { type Score, parseTestCu, scoreLine } from './lib/iscsi-test-cu.js';
 import { killChildren, run } from './processes.js';
 import { startTgt } from './tgt-target.js';
+import { repoRoot } from './lib/repo-root.js';
 
 const VARIANTS = ['plain', 'digests', 'chap', 'digests+chap'] as const;
 type Variant = (typeof VARIANTS)[number];
@@ -94,15 +94,6 @@ function parseArgs(argv: string[]): Options {
     .opts<Options>();
 }
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('repository root (package.json) not found');
-    dir = up;
-  }
-  return dir;
-}
 
 function bytes(size: string): number {
   const m = /^(\d+)(MiB|GiB)$/.exec(size);

@@ -12,12 +12,12 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startKura } from './kura-target.js';
 import { killChildren, run, runOk } from './processes.js';
 import { startTgt } from './tgt-target.js';
 import { WORKLOADS, WorkloadRunner, median } from './workloads.js';
 import type { Measurement, Workload } from './workloads.js';
+import { repoRoot } from './lib/repo-root.js';
 
 type TargetName = 'kura' | 'tgt';
 
@@ -78,15 +78,6 @@ function parseArgs(argv: string[]): Options {
   return program.opts<Options>();
 }
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('repository root (package.json) not found');
-    dir = up;
-  }
-  return dir;
-}
 
 /**
  * A sparse file of `size` bytes, optionally written through once so reads hit allocated blocks.

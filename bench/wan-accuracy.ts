@@ -27,6 +27,7 @@ import { WanLinks } from '../hal/wan/links.js';
 import { PRESETS, oneWayDelayMs, resolveProfile, type PresetName, type WanProfile } from '../hal/wan/profiles.js';
 import { calibrateTransportLatency, measureRtt, measureThroughput, startEchoServer, startSourceServer, type RttResult, type ThroughputResult } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
+import { repoRoot } from './lib/repo-root.js';
 
 interface Options {
   presets: PresetName[];
@@ -184,15 +185,6 @@ function table(rows: Row[], baseline: RttResult): string {
   return lines.join('\n');
 }
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('repository root (package.json) not found');
-    dir = up;
-  }
-  return dir;
-}
 
 async function main(): Promise<number> {
   const opts = parseArgs(process.argv);

@@ -4,7 +4,8 @@
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { freePort, run, startKura, tempDir } from './support/kura-process.js';
+import { freePort, startKura, tempDir } from './support/kura-process.js';
+import { qemuIo } from './support/qemu-io.js';
 
 const patterns: [pattern: number, offset: number, length: number][] = [
   [0xa1, 0, 64 * 1024],
@@ -13,16 +14,6 @@ const patterns: [pattern: number, offset: number, length: number][] = [
   [0xd4, 5 * 1024 * 1024 + 512, 3 * 512], // odd sizes and offsets (sector granular)
 ];
 
-async function qemuIo(url: string, commands: string[]): Promise<string> {
-  const args = ['-f', 'raw', '-t', 'none'];
-  for (const c of commands) args.push('-c', c);
-  args.push(url);
-  const r = await run('qemu-io', args, { timeoutMs: 60000 });
-  const out = r.stdout + r.stderr;
-  expect(r.code, out).to.equal(0);
-  expect(out, out).to.not.match(/fail|error|mismatch/i);
-  return out;
-}
 
 const writeAll = patterns.map(([p, o, l]) => `write -P 0x${p.toString(16)} ${o} ${l}`);
 const readAll = patterns.map(([p, o, l]) => `read -P 0x${p.toString(16)} ${o} ${l}`);

@@ -8,19 +8,10 @@ import { expect } from 'chai';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, run, startKura, tempDir, type KuraProcess } from './support/kura-process.js';
+import { qemuIo } from './support/qemu-io.js';
 
 const MiB = 1 << 20;
 
-async function qemuIo(url: string, commands: string[]): Promise<string> {
-  const args = ['-f', 'raw', '-t', 'none'];
-  for (const c of commands) args.push('-c', c);
-  args.push(url);
-  const r = await run('qemu-io', args, { timeoutMs: 60000 });
-  const out = r.stdout + r.stderr;
-  expect(r.code, out).to.equal(0);
-  expect(out, out).to.not.match(/fail|error|mismatch/i);
-  return out;
-}
 
 interface MapExtent {
   start: number;
