@@ -162,9 +162,7 @@ export class LogicalUnit {
   nexusLost(nexus: Nexus): void {
     this.reservations.nexusLost(nexus);
     this.copies.nexusLost(nexus.id);
-    if (this.unitAttentions.knows(nexus.id)) {
-      this.unitAttentions.establishFor(nexus.id, Asc.I_T_NEXUS_LOSS_OCCURRED);
-    }
+    this.unitAttentions.lost(nexus.id);
   }
 
   /** Mode parameters changed through `by`: every other nexus hears about it (SPC-4 5.14). */

@@ -1,5 +1,7 @@
 import { expect } from 'chai';
+import { Asc } from './sense.js';
 import { Status } from './task.js';
+import { MAX_LOST_NEXUSES, UnitAttentions } from './unit-attention.js';
 import { RamVolume } from './test-volume.js';
 import { decodeSense, exec, nexus, rig, type Rig } from './test-support.js';
 
@@ -114,5 +116,30 @@ describe('scsi/unit attentions (SAM-5 5.14, SPC-4 5.14)', () => {
     const s = decodeSense((await exec(r, TUR, { lun: 9 })).sense);
     expect([s.key, s.asc, s.ascq]).to.deep.equal([5, 0x25, 0x00]);
     r.server.lunReset(9, nexus(1));
+  });
+});
+
+describe('scsi/unit-attention: memory bound', () => {
+  it('forgets the oldest lost nexuses beyond the bound; a forgotten one that returns gets POWER ON, RESET', () => {
+    const ua = new UnitAttentions();
+    for (let i = 0; i < MAX_LOST_NEXUSES + 50; i++) {
+      ua.arrive(`n${i}`);
+      ua.take(`n${i}`);
+      ua.lost(`n${i}`);
+    }
+    expect(ua.size).to.equal(MAX_LOST_NEXUSES);
+    expect(ua.knows('n0')).to.equal(false);
+    expect(ua.peek(`n${MAX_LOST_NEXUSES + 49}`)).to.equal(Asc.I_T_NEXUS_LOSS_OCCURRED);
+    ua.arrive('n0');
+    expect(ua.take('n0')).to.equal(Asc.POWER_ON_RESET_OCCURRED);
+    // A nexus that came back is live again and is never evicted as lost.
+    ua.arrive('live');
+    ua.lost('live');
+    ua.arrive('live');
+    for (let i = 0; i < MAX_LOST_NEXUSES + 10; i++) {
+      ua.arrive(`m${i}`);
+      ua.lost(`m${i}`);
+    }
+    expect(ua.knows('live')).to.equal(true);
   });
 });
