@@ -17,7 +17,7 @@ import {
   Asc, CheckCondition, SenseKey, illegalRequest, invalidFieldInParameterList, parameterListLengthError,
 } from './sense.js';
 import { TaskAbortedError, type ScsiResult, type ScsiTask, type TaskIo } from './task.js';
-import { good, refuseShortDataOut } from './transfer.js';
+import { good, receiveParameterList } from './transfer.js';
 
 const HEADER = 16;
 const CSCD_LENGTH = 32;
@@ -36,13 +36,9 @@ interface Segment {
 }
 
 export async function extendedCopy(lu: LogicalUnit, task: ScsiTask, io: TaskIo): Promise<ScsiResult> {
-  const length = u32(task.cdb, 10);
-  if (length === 0) return good();
-  if (length < HEADER) throw parameterListLengthError();
-  const refused = refuseShortDataOut(task, length);
-  if (refused) return refused;
-  const list = new Uint8Array(length);
-  await io.receiveData(list);
+  const list = await receiveParameterList(task, io, u32(task.cdb, 10), HEADER);
+  if (!(list instanceof Uint8Array)) return list;
+  const length = list.length;
 
   const listId = list[0];
   const usage = (list[1] >> 3) & 0x03;

@@ -3,8 +3,8 @@
  * (the transport cuts further to the Expected Data Transfer Length and reports residuals), and a
  * Data-Out command whose EDTL cannot carry what its CDB describes is refused before any data moves.
  */
-import { Asc, SenseKey, fixedSense } from './sense.js';
-import { Status, type ScsiResult, type ScsiTask } from './task.js';
+import { Asc, SenseKey, fixedSense, parameterListLengthError } from './sense.js';
+import { Status, type ScsiResult, type ScsiTask, type TaskIo } from './task.js';
 
 export function good(): ScsiResult {
   return { status: Status.GOOD };
@@ -26,6 +26,21 @@ export function refuseShortDataOut(task: ScsiTask, bytes: number): ScsiResult | 
     sense: fixedSense({ key: SenseKey.ILLEGAL_REQUEST, asc: Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT }),
     spdtl: bytes,
   };
+}
+
+/**
+ * The parameter list of a command whose list has a fixed header (UNMAP, EXTENDED COPY): a length of
+ * zero is a no-op (GOOD), one shorter than the header is PARAMETER LIST LENGTH ERROR, a short EDTL
+ * is refused before any data moves. Returns the list, or the result to answer with instead.
+ */
+export async function receiveParameterList(task: ScsiTask, io: TaskIo, length: number, header: number): Promise<Uint8Array | ScsiResult> {
+  if (length === 0) return good();
+  if (length < header) throw parameterListLengthError();
+  const refused = refuseShortDataOut(task, length);
+  if (refused) return refused;
+  const list = new Uint8Array(length);
+  await io.receiveData(list);
+  return list;
 }
 
 /**

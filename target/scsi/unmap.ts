@@ -6,9 +6,9 @@
 import { MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS } from './block-limits.js';
 import { u16, u32, u64 } from './cdb.js';
 import type { LogicalUnit } from './logical-unit.js';
-import { invalidFieldInParameterList, lbaOutOfRange, parameterListLengthError } from './sense.js';
+import { invalidFieldInParameterList, lbaOutOfRange } from './sense.js';
 import type { ScsiResult, ScsiTask, TaskIo } from './task.js';
-import { good, refuseShortDataOut } from './transfer.js';
+import { good, receiveParameterList } from './transfer.js';
 
 const HEADER = 8;
 const DESCRIPTOR = 16;
@@ -19,13 +19,8 @@ export interface Extent {
 }
 
 export async function unmap(lu: LogicalUnit, task: ScsiTask, io: TaskIo): Promise<ScsiResult> {
-  const length = u16(task.cdb, 7);
-  if (length === 0) return good();
-  if (length < HEADER) throw parameterListLengthError();
-  const refused = refuseShortDataOut(task, length);
-  if (refused) return refused;
-  const list = new Uint8Array(length);
-  await io.receiveData(list);
+  const list = await receiveParameterList(task, io, u16(task.cdb, 7), HEADER);
+  if (!(list instanceof Uint8Array)) return list;
   const extents = parseUnmapList(lu, list);
   await Promise.all(extents.map((e) => discardLocked(lu, e.lba, e.blocks)));
   return good();
