@@ -17,7 +17,7 @@ import { startStorageDaemon } from '../hal/qemu-storage-daemon.js';
 import { JsonStateStore } from '../hal/state-store.js';
 import { tcpNetwork } from '../hal/tcp.js';
 import type { StreamListener } from '../hal/transport.js';
-import { createController } from '../firmware/controller.js';
+import { createController, type ControllerVolume } from '../firmware/controller.js';
 import type { Volume } from '../firmware/volume.js';
 import { ScsiDeviceServer, type LogicalUnitConfig } from '../target/scsi/device-server.js';
 import { LuRegistry } from '../target/scsi/lu-registry.js';
@@ -28,7 +28,7 @@ import type { BackingConfig, NodeConfig, VolumeConfig } from './config.js';
 export interface RunningNode {
   readonly urls: string[];
   readonly listeners: StreamListener[];
-  readonly volumes: Map<string, Volume>;
+  readonly volumes: Map<string, ControllerVolume>;
   readonly iscsi: IscsiServer;
   stop(): Promise<void>;
 }
@@ -68,7 +68,7 @@ function mediumSize(v: VolumeConfig, count: number): number {
 }
 
 /** A stable identity per volume: the same serial and NAA id across restarts (hosts key multipath on them). */
-function identity(nodeName: string, v: VolumeConfig): { serial: string; naa: bigint } {
+export function identity(nodeName: string, v: Pick<VolumeConfig, 'name' | 'serial'>): { serial: string; naa: bigint } {
   const digest = createHash('sha256').update(`${nodeName}/${v.name}`).digest();
   // NAA 6 (IEEE Registered Extended, 128 bits): the 4-bit NAA field, then OUI, vendor id and extension from the digest.
   const naa = (6n << 124n) | (BigInt(`0x${digest.subarray(0, 16).toString('hex')}`) & ((1n << 124n) - 1n));
@@ -81,7 +81,19 @@ function reservationStore(states: JsonStateStore, targetName: string): Reservati
   return { load: (lun) => states.load(name(lun)), save: (lun, data) => states.save(name(lun), data) };
 }
 
-export async function startControllerNode(config: NodeConfig, logger: Logger): Promise<RunningNode> {
+export interface ControllerNodeHooks {
+  /** The controller's unit id (the source of command identifiers); default 1. */
+  unitId?: number;
+  /** What hosts see of each volume (replication puts its faces here: cli/topology-node.ts). */
+  wrapVolume?: (name: string, volume: ControllerVolume) => ControllerVolume;
+  /**
+   * LUs EXTENDED COPY may name as a destination without being exported here: a replicated
+   * volume's remote copy (000-E1 backup), under the identity its own node gives it.
+   */
+  copyDestinations?: Array<{ volume: Volume; nodeName: string; volumeName: string }>;
+}
+
+export async function startControllerNode(config: NodeConfig, logger: Logger, hooks: ControllerNodeHooks = {}): Promise<RunningNode> {
   mkdirSync(config.node.dataDir, { recursive: true });
   const runDir = join(config.node.dataDir, 'run');
   mkdirSync(runDir, { recursive: true });
@@ -94,8 +106,8 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
     }
   };
 
-  const controller = createController({ clock: systemClock, logger: logger.child({ module: 'firmware' }), bufferBytes: config.bufferMemory });
-  const volumes = new Map<string, Volume>();
+  const controller = createController({ clock: systemClock, logger: logger.child({ module: 'firmware' }), bufferBytes: config.bufferMemory, unitId: hooks.unitId });
+  const volumes = new Map<string, ControllerVolume>();
   try {
     for (const v of config.volumes) {
       const backings = v.media ?? [v.backing!];
@@ -109,7 +121,7 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
         }
         media.push(m.device);
       }
-      volumes.set(v.name, controller.addVolume({
+      const added = controller.addVolume({
         name: v.name,
         blockSize: v.blockSize,
         blockCount: v.size / v.blockSize,
@@ -119,7 +131,8 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
         scheduler: v.scheduler,
         mediumQueueDepth: v.mediumQueueDepth,
         readOnly: v.readOnly,
-      }));
+      });
+      volumes.set(v.name, hooks.wrapVolume?.(v.name, added) ?? added);
     }
   } catch (err) {
     await closeMedia();
@@ -154,6 +167,14 @@ export async function startControllerNode(config: NodeConfig, logger: Logger): P
         throw new Error(`${err.message} (APTPL state is kept in ${states.dir})`, { cause: err });
       });
       deviceServers.push(ds);
+    }
+    for (const [i, d] of (hooks.copyDestinations ?? []).entries()) {
+      const id = identity(d.nodeName, { name: d.volumeName });
+      // Registering in copyTargets is all this device server is for: no target exports it.
+      new ScsiDeviceServer({
+        luns: new Map([[0, { volume: d.volume, serial: id.serial, naa: id.naa }]]), targetName: `copy-destination-${i}`, clock: systemClock,
+        logger: logger.child({ module: 'scsi', copyDestination: `${d.nodeName}/${d.volumeName}` }), targetPorts, copyTargets,
+      });
     }
   } catch (err) {
     await controller.close();

@@ -1,0 +1,372 @@
+/**
+ * Mirroring through relaying devices (seed 000-E3, 000-E4): the primary's side of one volume's
+ * replication. Every host write the processing sequencer commits locally is also handed here; the
+ * host is told "complete" when BOTH the local medium write and this module's promise are done
+ * (Fig.7 S169-S170), and this module's promise resolves when the write, and every earlier write of
+ * the volume, has reached the ack mode's point:
+ *
+ *   local            copied into the replication queue (asynchronous; bounded by maxLagBytes)
+ *   relay-received   a relay answered "completion of reception" (000-E1 S126)
+ *   relay-durable    a relay answered that its non-volatile journal holds it (000-NV)
+ *   remote-received  the secondary has it in its buffer memory
+ *   remote-durable   the secondary's medium write is durable (synchronous remote copy)
+ *
+ * A FUA write asks its path for 'durable' in every mode but local.
+ *
+ * Paths (000-E4): the relays in the selection's way (round robin, least loaded, random, striping
+ * with the next portion to whichever relay finished, or the same data to all relays with the first
+ * answer deciding); the secondary directly in the remote modes, and as the fallback when no relay
+ * is up. A send that fails (link down, peer error) goes back to the queue in sequence order and is
+ * sent again, to any path: the identifier makes the secondary apply it once.
+ *
+ * Ordering: the host's answer for sequence s waits until every sequence <= s reached the ack
+ * point (see types.ts: that is what keeps every acknowledged write inside the secondary's prefix).
+ */
+import assert from 'node:assert';
+import type { Clock, Timer } from '../../hal/clock.js';
+import { nullLogger, type Logger } from '../../hal/types.js';
+import type { PeerLink } from '../peer/peer-link.js';
+import type { Durability } from '../peer/inbound-write.js';
+import type { CommandId } from '../processing-sequencer.js';
+import { issueOf, type AckMode, type LinkState, type PeerStatus, type RelaySelection, type ReplicationStatus } from './types.js';
+
+export interface PathConfig {
+  name: string;
+  unitId: number;
+}
+
+export interface MirroringOptions {
+  clock: Clock;
+  logger?: Logger;
+  /** The primary's unit id: the source of every identifier. */
+  unitId: number;
+  /** Volume number on the wire (its index in the topology). */
+  volume: number;
+  volumeName: string;
+  blockSize: number;
+  ackMode: AckMode;
+  selection: RelaySelection;
+  relays: readonly PathConfig[];
+  secondary: PathConfig | undefined;
+  /** Generation and the last sequence already used in it (types.ts). */
+  generation: number;
+  sequence: number;
+  /** Uniform [0, 1) (the simulator's seeded Random on a simulated node). */
+  random: () => number;
+  /** local mode: bytes queued and not yet at a relay/secondary before host writes wait. Default 256 MiB. */
+  maxLagBytes?: number;
+  /** Striping: portion size (default 64 KiB) and portions in flight per relay (default 4). */
+  stripeBytes?: number;
+  stripeWindow?: number;
+  /** Wait before sending again after a failure while a path is up. Default 200 ms. */
+  retryMs?: number;
+}
+
+interface Pending {
+  seq: number;
+  id: CommandId;
+  lba: number;
+  blocks: number;
+  data: Buffer;
+  fua: boolean;
+  /** Reached the ack point. */
+  acked: boolean;
+  /** Sends in flight. */
+  sends: number;
+}
+
+interface Path extends PathConfig {
+  kind: 'relay' | 'secondary';
+  link: PeerLink | undefined;
+  state: LinkState;
+  /** Our sends in flight on it (count and bytes): least-loaded and striping look at these. */
+  inflight: number;
+  inflightBytes: number;
+  acked: number;
+  failed: number;
+}
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export class Mirroring {
+  private readonly log: Logger;
+  private readonly generation: number;
+  private sequence: number;
+  /** Every sequence <= this reached the ack point. */
+  private ackedThrough: number;
+  /** Not yet at the ack point (or, local mode, not yet answered by any path), by sequence. */
+  private readonly pending = new Map<number, Pending>();
+  /** Waiting for a path, in sequence order. */
+  private queue: Pending[] = [];
+  private queuedBytes = 0;
+  private readonly waiters: Waiter[] = [];
+  /** local mode: host writes waiting for the queue to shrink. */
+  private readonly roomWaiters: Array<() => void> = [];
+  private readonly paths: Path[];
+  private readonly relays: Path[];
+  private readonly secondary: Path | undefined;
+  private next = 0;
+  private retryTimer: Timer | null = null;
+  private closed = false;
+  private readonly maxLagBytes: number;
+  private readonly stripeBlocks: number;
+  private readonly stripeWindow: number;
+  private readonly retryMs: number;
+  /** Ranges a backup is reading: a host write replicated meanwhile over one spoils that read. */
+  private readonly watches = new Set<{ lba: number; end: number; dirty: boolean }>();
+  private replicatedBytes = 0;
+  private lagBytes = 0;
+  private sends = 0;
+  private resends = 0;
+
+  constructor(private readonly o: MirroringOptions) {
+    assert(o.blockSize > 0 && Number.isInteger(o.generation) && o.generation >= 0 && o.sequence >= 0);
+    this.log = (o.logger ?? nullLogger).child({ module: 'mirroring', volume: o.volumeName });
+    this.generation = o.generation;
+    this.sequence = o.sequence;
+    this.ackedThrough = o.sequence;
+    const path = (c: PathConfig, kind: Path['kind']): Path => ({ ...c, kind, link: undefined, state: 'connecting', inflight: 0, inflightBytes: 0, acked: 0, failed: 0 });
+    this.relays = o.relays.map((r) => path(r, 'relay'));
+    this.secondary = o.secondary === undefined ? undefined : path(o.secondary, 'secondary');
+    this.paths = this.secondary === undefined ? [...this.relays] : [...this.relays, this.secondary];
+    this.maxLagBytes = o.maxLagBytes ?? 256 * 2 ** 20;
+    this.stripeBlocks = Math.max(1, Math.floor((o.stripeBytes ?? 64 * 1024) / o.blockSize));
+    this.stripeWindow = o.stripeWindow ?? 4;
+    this.retryMs = o.retryMs ?? 200;
+    if (o.ackMode.startsWith('relay-')) assert(this.relays.length > 0, `${o.ackMode} needs a relay`);
+    if (o.ackMode.startsWith('remote-')) assert(this.secondary !== undefined, `${o.ackMode} needs a secondary`);
+  }
+
+  /** True when writes go anywhere (a relay or a secondary is configured). */
+  get replicating(): boolean {
+    return this.paths.length > 0;
+  }
+
+  get lastSequence(): number {
+    return this.sequence;
+  }
+
+  /** The node's connection manager: the link to `name` is open (a PeerLink), or down (undefined). */
+  setLink(name: string, link: PeerLink | undefined): void {
+    const p = this.paths.find((x) => x.name === name);
+    if (p === undefined) return;
+    p.link = link;
+    p.state = link === undefined ? 'down' : 'up';
+    if (link !== undefined) this.pump();
+  }
+
+  /**
+   * A host write committed locally (the caller runs the local medium write in parallel). `data` is
+   * copied: the caller's buffer area may be reused as soon as this returns.
+   */
+  replicate(lba: number, blocks: number, data: Uint8Array, fua: boolean): Promise<void> {
+    if (!this.replicating) return Promise.resolve();
+    if (this.closed) return Promise.reject(new Error(`volume ${this.o.volumeName}: replication is closed`));
+    assert(data.length === blocks * this.o.blockSize, 'replicate: data length does not match blocks');
+    const copy = Buffer.allocUnsafe(data.length);
+    copy.set(data);
+    for (const w of this.watches) if (lba < w.end && w.lba < lba + blocks) w.dirty = true;
+    // Striping: one portion of stripeBlocks blocks per sequence, so every portion is applied in
+    // order and acknowledged on its own; the host write completes when all its portions did.
+    const step = this.o.selection === 'stripe' && this.o.ackMode.startsWith('relay-') ? this.stripeBlocks : blocks;
+    let last = 0;
+    for (let off = 0; off < blocks; off += step) {
+      const n = Math.min(step, blocks - off);
+      const seq = ++this.sequence;
+      const p: Pending = {
+        seq, id: { sourceUnit: this.o.unitId, issue: issueOf(this.generation, seq) }, lba: lba + off, blocks: n,
+        data: n === blocks ? copy : copy.subarray(off * this.o.blockSize, (off + n) * this.o.blockSize), fua, acked: false, sends: 0,
+      };
+      this.pending.set(seq, p);
+      this.enqueue(p);
+      this.replicatedBytes += p.data.length;
+      this.lagBytes += p.data.length;
+      last = seq;
+    }
+    this.pump();
+    if (this.o.ackMode === 'local') {
+      if (this.lagBytes <= this.maxLagBytes) return Promise.resolve();
+      return new Promise((resolve) => this.roomWaiters.push(resolve));
+    }
+    return this.whenAcked(last);
+  }
+
+  /**
+   * A backup is about to read [lba, lba + blocks): the returned check says whether a host write
+   * to that range was replicated since (then the data read may be older than a write already
+   * sequenced, and must be read again). Call the second function to stop watching.
+   */
+  watch(lba: number, blocks: number): { dirty: () => boolean; end: () => void } {
+    const w = { lba, end: lba + blocks, dirty: false };
+    this.watches.add(w);
+    return { dirty: () => w.dirty, end: () => this.watches.delete(w) };
+  }
+
+  /** The ack point is a relay or the secondary with this much receive window (copy sizing, [0062]). */
+  pathWindowBytes(): number {
+    const windows = this.up(this.paths).map((p) => p.link!.credit.bytes + p.inflightBytes).filter((b) => Number.isFinite(b) && b > 0);
+    return windows.length === 0 ? 0 : Math.min(...windows);
+  }
+
+  /** Every write replicated before this call was answered by a relay or the secondary, in any mode. */
+  drain(): Promise<void> {
+    return this.whenAcked(this.sequence);
+  }
+
+  /** Everything replicated before this call reached the ack point (SYNCHRONIZE CACHE). */
+  flush(): Promise<void> {
+    if (this.o.ackMode === 'local') return Promise.resolve();
+    return this.whenAcked(this.sequence);
+  }
+
+  status(): ReplicationStatus {
+    const peers: PeerStatus[] = this.paths.map((p) => ({
+      name: p.name, unitId: p.unitId, state: p.state, rttMs: p.link?.stats().rtt, outstanding: p.inflight,
+    }));
+    return {
+      volume: this.o.volumeName, role: 'primary', ackMode: this.o.ackMode, generation: this.generation,
+      sequence: this.sequence, lagWrites: this.pending.size, lagBytes: this.lagBytes, pendingAck: this.sequence - this.ackedThrough,
+      replicatedBytes: this.replicatedBytes, sends: this.sends, resends: this.resends, peers,
+    };
+  }
+
+  /** Stop sending; host writes waiting for an ack fail. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.retryTimer?.cancel();
+    this.retryTimer = null;
+    const err = new Error(`volume ${this.o.volumeName}: replication closed`);
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const r of this.roomWaiters.splice(0)) r();
+  }
+
+  private whenAcked(seq: number): Promise<void> {
+    if (seq <= this.ackedThrough) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      // Sequences are handed out in call order, so the list stays sorted by pushing.
+      const w: Waiter = { seq, resolve, reject };
+      if (this.waiters.length > 0 && this.waiters[this.waiters.length - 1]!.seq > seq) {
+        const i = this.waiters.findIndex((x) => x.seq > seq);
+        this.waiters.splice(i, 0, w);
+      } else this.waiters.push(w);
+    });
+  }
+
+  private enqueue(p: Pending): void {
+    const q = this.queue;
+    if (q.length === 0 || q[q.length - 1]!.seq < p.seq) q.push(p);
+    else q.splice(q.findIndex((x) => x.seq > p.seq), 0, p);
+    this.queuedBytes += p.data.length;
+  }
+
+  /** Send what the queue holds, as far as paths allow. */
+  private pump(): void {
+    while (this.queue.length > 0 && !this.closed) {
+      const p = this.queue[0]!;
+      const targets = this.choose(p);
+      if (targets.length === 0) break;
+      this.queue.shift();
+      this.queuedBytes -= p.data.length;
+      for (const t of targets) this.send(p, t);
+    }
+  }
+
+  private up(paths: readonly Path[]): Path[] {
+    return paths.filter((p) => p.link !== undefined && p.link.isOpen);
+  }
+
+  /** The path(s) for the next write, or none (wait for a path, or for striping room). */
+  private choose(p: Pending): Path[] {
+    const mode = this.o.ackMode;
+    const direct = this.secondary !== undefined && this.secondary.link?.isOpen === true ? [this.secondary] : [];
+    if (mode.startsWith('remote-')) return direct;
+    const relays = this.up(this.relays);
+    if (relays.length === 0) return direct; // degraded: straight to the secondary (a stronger ack point)
+    switch (this.o.selection) {
+      case 'round-robin': {
+        const r = relays[this.next++ % relays.length]!;
+        return [r];
+      }
+      case 'least-loaded':
+        return [relays.reduce((a, b) => (b.inflightBytes < a.inflightBytes ? b : a))];
+      case 'random':
+        return [relays[Math.min(relays.length - 1, Math.floor(this.o.random() * relays.length))]!];
+      case 'stripe': {
+        // The next portion goes to whichever relay has room (finished one): a slow relay gets fewer.
+        const free = relays.filter((r) => r.inflight < this.stripeWindow);
+        if (free.length === 0) return [];
+        return [free.reduce((a, b) => (b.inflight < a.inflight ? b : a))];
+      }
+      case 'all':
+        return relays;
+    }
+    void p;
+  }
+
+  private ackFor(p: Pending, path: Path): Durability {
+    if (p.fua && this.o.ackMode !== 'local') return 'durable';
+    if (this.o.ackMode === 'relay-durable' || this.o.ackMode === 'remote-durable') return 'durable';
+    // A fallback straight to the secondary in relay-durable mode asked 'durable' above; received otherwise.
+    void path;
+    return 'received';
+  }
+
+  private send(p: Pending, path: Path): void {
+    const link = path.link!;
+    p.sends++;
+    path.inflight++;
+    path.inflightBytes += p.data.length;
+    this.sends++;
+    const finish = (): void => {
+      p.sends--;
+      path.inflight--;
+      path.inflightBytes -= p.data.length;
+    };
+    link.send({
+      volume: this.o.volume, lba: p.lba, blocks: p.blocks, data: p.data, id: p.id, fua: p.fua, ack: this.ackFor(p, path),
+      forwardTo: path.kind === 'relay' ? (this.secondary?.unitId ?? 0) : 0,
+    }).then((ticket) => ticket.done).then(
+      () => {
+        finish();
+        path.acked++;
+        this.acked(p);
+        if (this.o.selection === 'stripe') this.pump();
+      },
+      (err: unknown) => {
+        finish();
+        path.failed++;
+        if (p.acked || this.closed) return;
+        this.log.warn({ err, path: path.name, seq: p.seq }, 'replicated write failed on this path; sending it again');
+        if (p.sends === 0) {
+          this.resends++;
+          this.enqueue(p);
+          this.retrySoon();
+        }
+      },
+    );
+  }
+
+  private acked(p: Pending): void {
+    if (p.acked) return; // same data to all relays: the first answer decides, later ones are ignored
+    p.acked = true;
+    this.pending.delete(p.seq);
+    this.lagBytes -= p.data.length;
+    while (this.ackedThrough < this.sequence && !this.pending.has(this.ackedThrough + 1)) this.ackedThrough++;
+    while (this.waiters.length > 0 && this.waiters[0]!.seq <= this.ackedThrough) this.waiters.shift()!.resolve();
+    while (this.roomWaiters.length > 0 && this.lagBytes <= this.maxLagBytes) this.roomWaiters.shift()!();
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer !== null || this.closed) return;
+    this.retryTimer = this.o.clock.setTimer(this.retryMs, () => {
+      this.retryTimer = null;
+      this.pump();
+      if (this.queue.length > 0 && this.up(this.paths).length > 0) this.retrySoon();
+    });
+  }
+}

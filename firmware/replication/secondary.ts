@@ -1,0 +1,324 @@
+/**
+ * The secondary storage unit's side of replication (seed 000-E1 step 3, 000-E4 [0109]-[0113]):
+ * writes arrive from relays or straight from the primary, in any order, possibly several times
+ * (same data to all relays; a relay sending again after its restart), possibly in portions (a
+ * cut-through relay forwards while the data is still arriving). This unit applies each volume's
+ * stream in sequence order and each identifier once, so the volume is always a prefix of the
+ * primary's write history.
+ *
+ * Answers: 'received' as soon as the write is in this unit's buffer memory; 'durable' once the
+ * write and everything before it are applied, the medium flushed, and the applied watermark
+ * persisted (group-committed: one flush and one watermark write cover every write done by then).
+ * A relay releases its journal record only on 'durable', and it is never answered for a sequence
+ * above the persisted watermark, so after a crash of this unit everything above the watermark is
+ * still held by a relay and arrives again, to be applied again in order.
+ *
+ * Generations: a write of a newer generation (the primary restarted after a crash) ends the old
+ * one: what waited behind a gap is dropped, stragglers of the old generation are answered and
+ * ignored (the primary resynchronises the whole volume).
+ */
+import assert from 'node:assert';
+import { nullLogger, type Logger } from '../../hal/types.js';
+import type { Durability, InboundWrite } from '../peer/inbound-write.js';
+import type { PeerHandler } from '../peer/link-types.js';
+import type { ControllerVolume } from '../communication-unit.js';
+import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
+
+/** What the secondary persists per volume (the applied watermark). */
+export interface AppliedState {
+  sourceUnit: number;
+  generation: number;
+  /** Every sequence <= this is applied and durable. */
+  sequence: number;
+}
+
+export interface SecondaryVolume {
+  /** Volume number on the wire. */
+  index: number;
+  /** The write path (not the read-only face the hosts see). */
+  volume: ControllerVolume;
+  state: AppliedState | undefined;
+}
+
+export interface SecondaryOptions {
+  logger?: Logger;
+  volumes: readonly SecondaryVolume[];
+  /** Make the watermark durable (a state file on the real HAL). */
+  persist(index: number, state: AppliedState): Promise<void>;
+  /** Bytes held behind a gap per volume before further writes are refused (default 256 MiB). */
+  maxWaitingBytes?: number;
+}
+
+interface Waiting {
+  seq: number;
+  lba: number;
+  blocks: number;
+  data: Buffer;
+}
+
+/** A write arriving in portions: assembled before it joins the stream. */
+interface Assembly {
+  data: Buffer;
+  have: number;
+  done: Promise<Durability>;
+  complete: (d: Promise<Durability>) => void;
+}
+
+class Stream {
+  sourceUnit: number;
+  generation: number;
+  /** Registered with the IO scheduler (in order). */
+  applied: number;
+  /** Every sequence <= this has its medium write completed. */
+  committed: number;
+  /** Every sequence <= this is durable and the watermark says so. */
+  durable: number;
+  readonly waiting = new Map<number, Waiting>();
+  waitingBytes = 0;
+  /** Medium writes registered and not completed, by issue (generation and sequence). */
+  readonly inFlight = new Set<number>();
+  readonly durableWaiters: Array<{ seq: number; resolve: (d: Durability) => void; reject: (e: Error) => void }> = [];
+  readonly assemblies = new Map<number, Assembly>();
+  applying = false;
+  grouping = false;
+  promoted = false;
+  appliedBytes = 0;
+  received = 0;
+  duplicates = 0;
+  stale = 0;
+  failure: Error | null = null;
+  /** promote() waiting for the writes in progress. */
+  readonly idleWaiters: Array<() => void> = [];
+
+  settle(): void {
+    if (this.applying || this.inFlight.size > 0 || this.grouping) return;
+    for (const r of this.idleWaiters.splice(0)) r();
+  }
+
+  constructor(readonly v: SecondaryVolume) {
+    const s = v.state;
+    this.sourceUnit = s?.sourceUnit ?? 0;
+    this.generation = s?.generation ?? 0;
+    this.applied = this.committed = this.durable = s?.sequence ?? 0;
+  }
+}
+
+export class SecondaryUnit {
+  readonly handler: PeerHandler;
+  private readonly log: Logger;
+  private readonly streams = new Map<number, Stream>();
+  private readonly maxWaitingBytes: number;
+
+  constructor(private readonly o: SecondaryOptions) {
+    this.log = (o.logger ?? nullLogger).child({ module: 'secondary' });
+    this.maxWaitingBytes = o.maxWaitingBytes ?? 256 * 2 ** 20;
+    for (const v of o.volumes) this.streams.set(v.index, new Stream(v));
+    this.handler = { onWrite: (w) => this.onWrite(w) };
+  }
+
+  /** Stop applying the stream of `index`: it becomes the volume's new primary copy (kura promote). */
+  async promote(index: number): Promise<{ sequence: number; dropped: number }> {
+    const s = this.stream(index);
+    s.promoted = true;
+    const dropped = s.waiting.size;
+    this.drop(s);
+    while (s.applying || s.inFlight.size > 0 || s.grouping) await new Promise<void>((r) => s.idleWaiters.push(r));
+    await s.v.volume.flush();
+    this.log.info({ volume: s.v.volume.name, sequence: s.applied, dropped }, 'promoted: no longer applying replicated writes');
+    return { sequence: s.applied, dropped };
+  }
+
+  status(index: number): ReplicationStatus {
+    const s = this.stream(index);
+    return {
+      volume: s.v.volume.name, role: 'secondary', ackMode: 'local', generation: s.generation, sequence: s.applied,
+      lagWrites: 0, lagBytes: 0, pendingAck: 0, peers: [], waiting: s.waiting.size, writable: s.promoted,
+      appliedBytes: s.appliedBytes,
+    };
+  }
+
+  counters(index: number): { received: number; duplicates: number; stale: number; durable: number } {
+    const s = this.stream(index);
+    return { received: s.received, duplicates: s.duplicates, stale: s.stale, durable: s.durable };
+  }
+
+  private stream(index: number): Stream {
+    const s = this.streams.get(index);
+    if (s === undefined) throw new Error(`no replicated volume ${index} here`);
+    return s;
+  }
+
+  private onWrite(w: InboundWrite): Promise<Durability> | Durability {
+    const s = this.streams.get(w.volume);
+    if (s === undefined) throw new Error(`this secondary holds no volume ${w.volume}`);
+    if (s.promoted) throw new Error(`volume ${s.v.volume.name} was promoted: it no longer takes replicated writes`);
+    if (s.failure !== null) throw s.failure;
+    const bs = s.v.volume.blockSize;
+    if (w.lba + w.blocks > s.v.volume.blockCount || w.totalLength !== w.blocks * bs) {
+      throw new RangeError(`write #${w.id.issue}: ${w.blocks} blocks at LBA ${w.lba} (${w.totalLength} bytes) does not fit volume ${s.v.volume.name}`);
+    }
+    if (w.totalLength === w.length) return this.accept(s, w, w.data);
+    return this.portion(s, w);
+  }
+
+  /** A portion of a write: copy it into the assembly; the last one lets the write in. */
+  private portion(s: Stream, w: InboundWrite): Promise<Durability> {
+    const key = w.id.issue;
+    let a = s.assemblies.get(key);
+    if (a === undefined) {
+      let complete!: (d: Promise<Durability>) => void;
+      const done = new Promise<Promise<Durability>>((r) => { complete = r; }).then((p) => p);
+      a = { data: Buffer.alloc(w.totalLength), have: 0, done, complete };
+      s.assemblies.set(key, a);
+    }
+    w.data.copy(a.data, w.portionOffset, 0, w.length);
+    a.have += w.length;
+    if (a.have >= w.totalLength) {
+      s.assemblies.delete(key);
+      a.complete(Promise.resolve().then(() => this.accept(s, w, a.data)));
+    }
+    // Every portion is answered as the whole write is: the sender's ack is about the command.
+    return w.ack === 'durable' ? a.done : Promise.resolve('received');
+  }
+
+  private accept(s: Stream, w: InboundWrite, data: Buffer): Promise<Durability> | Durability {
+    s.received++;
+    const gen = generationOf(w.id);
+    const seq = sequenceOf(w.id);
+    if (s.sourceUnit !== w.id.sourceUnit) {
+      if (s.applied !== 0 || s.generation !== 0) {
+        throw new Error(`volume ${s.v.volume.name}: write from unit ${w.id.sourceUnit}, but its stream comes from unit ${s.sourceUnit}`);
+      }
+      s.sourceUnit = w.id.sourceUnit;
+    }
+    if (gen < s.generation) {
+      s.stale++;
+      return 'durable'; // an old generation's straggler: the resync covers it
+    }
+    if (gen > s.generation) {
+      this.log.warn({ volume: s.v.volume.name, from: s.generation, to: gen, applied: s.applied, dropped: s.waiting.size }, 'new generation from the primary: its resync follows');
+      this.drop(s);
+      s.generation = gen;
+      s.applied = s.committed = s.durable = 0;
+    }
+    if (seq <= s.applied || s.waiting.has(seq)) {
+      s.duplicates++;
+      return w.ack === 'durable' ? this.whenDurable(s, seq) : 'received';
+    }
+    if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
+      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first`);
+    }
+    // Own the bytes: the link's buffer goes back to the sender's window when we answer.
+    const own = data === w.data ? Buffer.from(data) : data;
+    s.waiting.set(seq, { seq, lba: w.lba, blocks: w.blocks, data: own });
+    s.waitingBytes += own.length;
+    void this.apply(s);
+    return w.ack === 'durable' ? this.whenDurable(s, seq) : 'received';
+  }
+
+  /** Register every write that is next in sequence with the IO scheduler, in order. */
+  private async apply(s: Stream): Promise<void> {
+    if (s.applying) return;
+    s.applying = true;
+    try {
+      for (let next = s.waiting.get(s.applied + 1); next !== undefined && !s.promoted; next = s.waiting.get(s.applied + 1)) {
+        const gen = s.generation;
+        const r = await s.v.volume.prepareWrite(next.lba, next.blocks);
+        if (gen !== s.generation || !s.waiting.has(next.seq)) {
+          r.abandon(); // a new generation arrived meanwhile
+          continue;
+        }
+        r.area.set(next.data);
+        s.waiting.delete(next.seq);
+        s.waitingBytes -= next.data.length;
+        s.applied = next.seq;
+        s.appliedBytes += next.data.length;
+        s.inFlight.add(issueOf(gen, next.seq));
+        const seq = next.seq;
+        r.commit({ fua: false }).then(
+          () => this.committed(s, gen, seq),
+          (err: unknown) => this.fail(s, err),
+        );
+      }
+    } catch (err) {
+      this.fail(s, err);
+    } finally {
+      s.applying = false;
+      s.settle();
+    }
+  }
+
+  private committed(s: Stream, gen: number, seq: number): void {
+    s.inFlight.delete(issueOf(gen, seq));
+    if (gen !== s.generation) {
+      s.settle();
+      return;
+    }
+    let c = s.committed;
+    while (c < s.applied && !s.inFlight.has(issueOf(gen, c + 1))) c++;
+    s.committed = c;
+    this.group(s);
+    s.settle();
+  }
+
+  private whenDurable(s: Stream, seq: number): Promise<Durability> {
+    if (seq <= s.durable) return Promise.resolve('durable');
+    return new Promise((resolve, reject) => {
+      s.durableWaiters.push({ seq, resolve, reject });
+      this.group(s);
+    });
+  }
+
+  /** Group commit: one flush and one watermark write for every write completed by now. */
+  private group(s: Stream): void {
+    if (s.grouping || s.committed <= s.durable || s.durableWaiters.length === 0) return;
+    s.grouping = true;
+    const target = s.committed;
+    const gen = s.generation;
+    const state: AppliedState = { sourceUnit: s.sourceUnit, generation: gen, sequence: target };
+    s.v.volume.flush()
+      .then(() => this.o.persist(s.v.index, state))
+      .then(
+        () => {
+          s.grouping = false;
+          s.settle();
+          if (gen !== s.generation) return;
+          s.durable = Math.max(s.durable, target);
+          const keep = [];
+          for (const w of s.durableWaiters) {
+            if (w.seq <= s.durable) w.resolve('durable');
+            else keep.push(w);
+          }
+          s.durableWaiters.length = 0;
+          s.durableWaiters.push(...keep);
+          this.group(s);
+        },
+        (err: unknown) => {
+          s.grouping = false;
+          s.settle();
+          this.fail(s, err);
+        },
+      );
+  }
+
+  /** Forget what waits behind a gap, and fail whoever waits for it to become durable. */
+  private drop(s: Stream): void {
+    s.waiting.clear();
+    s.waitingBytes = 0;
+    const err = new Error(`volume ${s.v.volume.name}: the write was dropped (new generation or promotion)`);
+    for (const w of s.durableWaiters.splice(0)) {
+      if (w.seq <= s.durable) w.resolve('durable');
+      else w.reject(err);
+    }
+    s.assemblies.clear();
+  }
+
+  /** A medium error on the secondary: stop the stream (answers fail; the relays keep the data). */
+  private fail(s: Stream, err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    assert(e instanceof Error);
+    if (s.failure === null) this.log.error({ err: e, volume: s.v.volume.name }, 'applying replicated writes failed; the stream stops');
+    s.failure = e;
+    for (const w of s.durableWaiters.splice(0)) w.reject(e);
+  }
+}
