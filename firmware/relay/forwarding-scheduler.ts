@@ -2,8 +2,11 @@
  * Drives a ForwardingPolicy on the Clock: asks it on every event (arrival, load change, pull,
  * completion) and at the time it names, starts the records it allows (in recording order, at most
  * maxInFlight at once), and releases each from the journal once the secondary confirmed it
- * (completion of reception, [0074]). A failed forward is retried after retryMs; the record stays
- * in the journal meanwhile.
+ * (completion of reception, [0074]). A failed forward is retried after retryMs (or at once on
+ * poke(true): the link came back); the record stays in the journal meanwhile. Records `skip` names
+ * are being sent by someone else (the relay unit's cut-through) and are neither started nor shown
+ * to the policy. A record whose release was asked is never sent again, even if the journal could
+ * not release it (a failed journal keeps listing it).
  */
 import type { Clock, Timer } from '../../hal/clock.js';
 import { nullLogger, type Logger } from '../../hal/types.js';
@@ -18,6 +21,8 @@ export interface ForwardingSchedulerOptions {
   load: () => number;
   /** Send one record to the secondary; resolves on its completion of reception. */
   forward: (e: JournalEntry) => Promise<void>;
+  /** Records forwarded elsewhere for now (cut-through): not started, not shown to the policy. */
+  skip?: (e: JournalEntry) => boolean;
   maxInFlight?: number;
   retryMs?: number;
   logger?: Logger;
@@ -25,6 +30,8 @@ export interface ForwardingSchedulerOptions {
 
 export class ForwardingScheduler {
   private readonly inFlight = new Set<number>();
+  /** Confirmed records whose release was asked and which the journal still lists (it failed). */
+  private readonly releasing = new Set<number>();
   private timer: Timer | null = null;
   private timerAt = Infinity;
   private retryAt = -Infinity;
@@ -46,9 +53,10 @@ export class ForwardingScheduler {
     return this.o.policy.onArrival(this.state());
   }
 
-  /** Something changed: decide again now. */
-  poke(): void {
+  /** Something changed: decide again now; `retry`: a link came back, so forget the retry delay. */
+  poke(retry = false): void {
     if (this.stopped) return;
+    if (retry) this.retryAt = -Infinity;
     const s = this.state();
     const d = this.o.policy.decide(s);
     const now = this.o.clock.now();
@@ -72,7 +80,9 @@ export class ForwardingScheduler {
 
   private state(): ForwardingState {
     const c = this.o.clock;
-    return { now: c.now(), wallTime: c.wallTime(), load: this.o.load(), pending: this.o.journal.pending().filter((e) => !this.inFlight.has(e.seq)) };
+    const skip = this.o.skip;
+    const pending = this.o.journal.pending().filter((e) => !this.inFlight.has(e.seq) && !this.releasing.has(e.seq) && !(skip?.(e) ?? false));
+    return { now: c.now(), wallTime: c.wallTime(), load: this.o.load(), pending };
   }
 
   private start(e: JournalEntry): void {
@@ -82,7 +92,11 @@ export class ForwardingScheduler {
       () => {
         this.inFlight.delete(e.seq);
         this.forwarded++;
-        this.o.journal.release(e.seq).catch((err: unknown) => this.log.error({ err, seq: e.seq }, 'journal release failed'));
+        this.releasing.add(e.seq);
+        this.o.journal.release(e.seq).then(
+          () => this.releasing.delete(e.seq),
+          (err: unknown) => this.log.error({ err, seq: e.seq }, 'journal release failed'),
+        );
         this.poke();
       },
       (err: unknown) => {
