@@ -155,8 +155,26 @@ export class Mirroring {
     const p = this.paths.find((x) => x.name === name);
     if (p === undefined) return;
     p.link = link;
-    p.state = link === undefined ? 'down' : 'up';
-    if (link !== undefined) this.pump();
+    if (link === undefined) {
+      p.state = 'down';
+      return;
+    }
+    p.state = link.isOpen ? 'up' : 'connecting';
+    if (link.isOpen) {
+      this.pump();
+      return;
+    }
+    // Handed over while still authenticating: nothing else would wake the queue once it opens.
+    link.ready.then(
+      () => {
+        if (p.link !== link) return;
+        p.state = 'up';
+        this.pump();
+      },
+      () => {
+        if (p.link === link) p.state = 'down';
+      },
+    );
   }
 
   /**

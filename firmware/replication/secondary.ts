@@ -59,9 +59,34 @@ interface Waiting {
 /** A write arriving in portions: assembled before it joins the stream. */
 interface Assembly {
   data: Buffer;
+  /** Byte ranges arrived, [start, end), sorted and disjoint (a portion may arrive twice). */
+  ranges: Array<[number, number]>;
   have: number;
+  /** A portion asked 'durable': the whole write is taken in asking it. */
+  durable: boolean;
   done: Promise<Durability>;
   complete: (d: Promise<Durability>) => void;
+}
+
+/** Add [start, end) to sorted disjoint ranges; returns how many of its bytes were not there yet. */
+function cover(ranges: Array<[number, number]>, start: number, end: number): number {
+  let added = end - start;
+  let lo = start;
+  let hi = end;
+  const keep: Array<[number, number]> = [];
+  for (const r of ranges) {
+    if (r[1] < start || r[0] > end) {
+      keep.push(r);
+      continue;
+    }
+    added -= Math.max(0, Math.min(r[1], end) - Math.max(r[0], start));
+    lo = Math.min(lo, r[0]);
+    hi = Math.max(hi, r[1]);
+  }
+  keep.push([lo, hi]);
+  keep.sort((x, y) => x[0] - y[0]);
+  ranges.splice(0, ranges.length, ...keep);
+  return added;
 }
 
 class Stream {
@@ -157,31 +182,41 @@ export class SecondaryUnit {
     if (w.lba + w.blocks > s.v.volume.blockCount || w.totalLength !== w.blocks * bs) {
       throw new RangeError(`write #${w.id.issue}: ${w.blocks} blocks at LBA ${w.lba} (${w.totalLength} bytes) does not fit volume ${s.v.volume.name}`);
     }
-    if (w.totalLength === w.length) return this.accept(s, w, w.data);
+    if (w.totalLength === w.length) return this.accept(s, w, w.data, w.ack);
     return this.portion(s, w);
   }
 
   /** A portion of a write: copy it into the assembly; the last one lets the write in. */
   private portion(s: Stream, w: InboundWrite): Promise<Durability> {
+    // A portion of a write the stream has already (applied, waiting, or of an older generation):
+    // answered as the whole write is, without assembling it again.
+    const gen = generationOf(w.id);
+    const seq = sequenceOf(w.id);
+    if (w.id.sourceUnit === s.sourceUnit && (gen < s.generation || (gen === s.generation && (seq <= s.applied || s.waiting.has(seq))))) {
+      return Promise.resolve(this.accept(s, w, w.data, w.ack));
+    }
     const key = w.id.issue;
     let a = s.assemblies.get(key);
     if (a === undefined) {
       let complete!: (d: Promise<Durability>) => void;
-      const done = new Promise<Promise<Durability>>((r) => { complete = r; }).then((p) => p);
-      a = { data: Buffer.alloc(w.totalLength), have: 0, done, complete };
+      const done = new Promise<Durability>((r) => { complete = r; });
+      done.catch(() => {}); // portions asking 'received' do not wait for it
+      a = { data: Buffer.alloc(w.totalLength), ranges: [], have: 0, durable: false, done, complete };
       s.assemblies.set(key, a);
     }
+    if (w.ack === 'durable') a.durable = true;
     w.data.copy(a.data, w.portionOffset, 0, w.length);
-    a.have += w.length;
+    a.have += cover(a.ranges, w.portionOffset, w.portionOffset + w.length);
     if (a.have >= w.totalLength) {
       s.assemblies.delete(key);
-      a.complete(Promise.resolve().then(() => this.accept(s, w, a.data)));
+      const whole = a;
+      whole.complete(Promise.resolve().then(() => this.accept(s, w, whole.data, whole.durable ? 'durable' : 'received')));
     }
     // Every portion is answered as the whole write is: the sender's ack is about the command.
     return w.ack === 'durable' ? a.done : Promise.resolve('received');
   }
 
-  private accept(s: Stream, w: InboundWrite, data: Buffer): Promise<Durability> | Durability {
+  private accept(s: Stream, w: Pick<InboundWrite, 'id' | 'lba' | 'blocks' | 'data'>, data: Buffer, ack: Durability): Promise<Durability> | Durability {
     s.received++;
     const gen = generationOf(w.id);
     const seq = sequenceOf(w.id);
@@ -197,13 +232,13 @@ export class SecondaryUnit {
     }
     if (gen > s.generation) {
       this.log.warn({ volume: s.v.volume.name, from: s.generation, to: gen, applied: s.applied, dropped: s.waiting.size }, 'new generation from the primary: its resync follows');
-      this.drop(s);
+      this.drop(s, gen);
       s.generation = gen;
       s.applied = s.committed = s.durable = 0;
     }
     if (seq <= s.applied || s.waiting.has(seq)) {
       s.duplicates++;
-      return w.ack === 'durable' ? this.whenDurable(s, seq) : 'received';
+      return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
     }
     if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
       throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first`);
@@ -213,7 +248,7 @@ export class SecondaryUnit {
     s.waiting.set(seq, { seq, lba: w.lba, blocks: w.blocks, data: own });
     s.waitingBytes += own.length;
     void this.apply(s);
-    return w.ack === 'durable' ? this.whenDurable(s, seq) : 'received';
+    return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
   }
 
   /** Register every write that is next in sequence with the IO scheduler, in order. */
@@ -282,7 +317,11 @@ export class SecondaryUnit {
         () => {
           s.grouping = false;
           s.settle();
-          if (gen !== s.generation) return;
+          if (gen !== s.generation) {
+            // A new generation began meanwhile: its writes may wait for a group of their own.
+            this.group(s);
+            return;
+          }
           s.durable = Math.max(s.durable, target);
           const keep = [];
           for (const w of s.durableWaiters) {
@@ -301,8 +340,11 @@ export class SecondaryUnit {
       );
   }
 
-  /** Forget what waits behind a gap, and fail whoever waits for it to become durable. */
-  private drop(s: Stream): void {
+  /**
+   * Forget what waits behind a gap, and fail whoever waits for it to become durable; likewise the
+   * writes being assembled from portions, of a generation below `below` (all by default).
+   */
+  private drop(s: Stream, below = Infinity): void {
     s.waiting.clear();
     s.waitingBytes = 0;
     const err = new Error(`volume ${s.v.volume.name}: the write was dropped (new generation or promotion)`);
@@ -310,7 +352,16 @@ export class SecondaryUnit {
       if (w.seq <= s.durable) w.resolve('durable');
       else w.reject(err);
     }
-    s.assemblies.clear();
+    this.dropAssemblies(s, err, below);
+  }
+
+  /** Portions answered with the whole write's fate: without this they would wait forever. */
+  private dropAssemblies(s: Stream, err: Error, below = Infinity): void {
+    for (const [issue, a] of s.assemblies) {
+      if (generationOf({ sourceUnit: s.sourceUnit, issue }) >= below) continue;
+      s.assemblies.delete(issue);
+      a.complete(Promise.reject(err));
+    }
   }
 
   /** A medium error on the secondary: stop the stream (answers fail; the relays keep the data). */
@@ -320,5 +371,6 @@ export class SecondaryUnit {
     if (s.failure === null) this.log.error({ err: e, volume: s.v.volume.name }, 'applying replicated writes failed; the stream stops');
     s.failure = e;
     for (const w of s.durableWaiters.splice(0)) w.reject(e);
+    this.dropAssemblies(s, e);
   }
 }
