@@ -1,9 +1,11 @@
 /**
  * The `kura` command line. `kura node` runs one controller node (the default configuration when
- * no --config is given); `kura config check` validates a configuration file.
+ * no --config is given) or one node of a topology; `kura up` / `down` / `status` / `promote` /
+ * `link` / `verify` run and operate a whole topology (cli/up.ts); `kura config check` validates a
+ * configuration file.
  */
 import { resolve } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Argument, Command, InvalidArgumentError } from 'commander';
 import { ConfigError, defaultConfig, loadConfig, type NodeConfig } from './config.js';
 import { createLogger } from '../hal/logger.js';
 import { registerVmCommands } from './vm.js';
@@ -12,6 +14,27 @@ function port(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535');
   return n;
+}
+
+function epoch(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('must be wall-clock milliseconds since 1970 (Date.now())');
+  return n;
+}
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number of seconds');
+  return n;
+}
+
+/** Runs a topology command: its exit code, or fail() (2 for a bad topology file, else 1). */
+async function exitWith(run: () => Promise<number>): Promise<void> {
+  try {
+    process.exitCode = await run();
+  } catch (err) {
+    fail(err);
+  }
 }
 
 function fail(err: unknown): never {
@@ -24,12 +47,22 @@ const program = new Command()
   .description('storage-controller firmware emulator: seed-000 controller behind a real iSCSI target');
 
 program.command('node')
-  .description('run a controller node (without --config: a 1 GiB file volume on 127.0.0.1:3260)')
+  .description('run a controller node (without --config: a 1 GiB file volume on 127.0.0.1:3260), or with --topology one node of a topology')
   .option('-c, --config <file>', 'node configuration (YAML or JSON)')
   .option('--data-dir <dir>', 'data directory for the default configuration', process.env.KURA_DATA_DIR ?? 'data')
   .option('-p, --port <port>', 'iSCSI port for the default configuration', port, 3260)
   .option('--log-level <level>', 'override the configured log level')
-  .action(async (opts: { config?: string; dataDir: string; port: number; logLevel?: string }) => {
+  .option('-t, --topology <file>', 'run node --name of this topology (what kura up starts)')
+  .option('--name <node>', 'with --topology: which node')
+  .option('--epoch <ms>', 'with --topology: wall-clock ms the links\' outage schedules count from (kura up passes one to every node)', epoch)
+  .action(async (opts: { config?: string; dataDir: string; port: number; logLevel?: string; topology?: string; name?: string; epoch?: number }) => {
+    if (opts.topology !== undefined || opts.name !== undefined || opts.epoch !== undefined) {
+      if (opts.topology === undefined || opts.name === undefined) fail(new Error('--topology FILE and --name NODE go together'));
+      if (opts.config !== undefined) fail(new Error('give --config (a single node) or --topology (a node of a topology), not both'));
+      const { runTopologyNode } = await import('./run-node.js');
+      await runTopologyNode({ topology: opts.topology, name: opts.name, epoch: opts.epoch, logLevel: opts.logLevel }).catch(fail);
+      return;
+    }
     let config: NodeConfig;
     try {
       config = opts.config ? loadConfig(opts.config) : defaultConfig(resolve(opts.dataDir), opts.port);
@@ -100,6 +133,60 @@ program.command('topology')
     } catch (err) {
       fail(err);
     }
+  });
+
+const topologyFile = '[file]';
+const fileHelp = 'topology file (default: topologies/default.yaml of this repository)';
+const topo = async () => import('./up.js');
+
+program.command('up').argument(topologyFile, fileHelp)
+  .description('start every node of a topology as its own process on loopback; follows their logs until Ctrl-C, which stops them (primaries first)')
+  .option('-d, --detach', 'return once every node answers, leaving them running (stop them with kura down)')
+  .option('--timeout <seconds>', 'how long each node may take to answer on its admin socket', seconds, 60)
+  .option('--log-level <level>', 'the nodes\' log level (default info)')
+  .action((file: string | undefined, opts: { detach?: boolean; timeout: number; logLevel?: string }) => exitWith(async () => {
+    const { up, defaultTopologyFile } = await topo();
+    return up(file ?? defaultTopologyFile, { detach: opts.detach, timeoutMs: opts.timeout * 1000, logLevel: opts.logLevel });
+  }));
+
+program.command('down').argument(topologyFile, fileHelp)
+  .description('stop every node of a topology (admin stop, then SIGTERM, then SIGKILL), primaries first')
+  .action((file: string | undefined) => exitWith(async () => {
+    const { down, defaultTopologyFile } = await topo();
+    return down(file ?? defaultTopologyFile);
+  }));
+
+program.command('status').argument(topologyFile, fileHelp)
+  .description('per node and volume: role, replication lag (writes, bytes), relay backlog, link state and RTT')
+  .option('--json', 'print the nodes\' status as JSON')
+  .action((file: string | undefined, opts: { json?: boolean }) => exitWith(async () => {
+    const [{ statusCommand }, { defaultTopologyFile }] = await Promise.all([import('./status.js'), topo()]);
+    return statusCommand(file ?? defaultTopologyFile, opts);
+  }));
+
+program.command('promote').argument('<volume>').argument(topologyFile, fileHelp)
+  .description('make a volume writable on its secondary (after losing the primary)')
+  .option('--node <name>', 'promote on this node instead of the volume\'s secondary')
+  .action((volume: string, file: string | undefined, opts: { node?: string }) => exitWith(async () => {
+    const [{ promote }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
+    return promote(volume, file ?? defaultTopologyFile, opts);
+  }));
+
+program.command('link')
+  .addArgument(new Argument('<action>', 'down: partition the link (nothing gets through); up: heal it').choices(['down', 'up']))
+  .argument('<node-a>').argument('<node-b>').argument(topologyFile, fileHelp)
+  .description('partition or heal the emulated WAN link between two nodes (both sides are told)')
+  .action((action: 'down' | 'up', a: string, b: string, file: string | undefined) => exitWith(async () => {
+    const [{ link }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
+    return link(action, a, b, file ?? defaultTopologyFile);
+  }));
+
+program.command('verify').argument('<volume>').argument(topologyFile, fileHelp)
+  .description('compare a volume on its primary and secondary by chunk digests; prints the differing LBA ranges (exit 0 same, 1 different, 2 error)')
+  .option('--chunk <size>', 'bytes per digest, a multiple of the block size', '1MiB')
+  .action(async (volume: string, file: string | undefined, opts: { chunk: string }) => {
+    const [{ verify }, { defaultTopologyFile }] = await Promise.all([import('./verify.js'), topo()]);
+    process.exitCode = await verify(volume, file ?? defaultTopologyFile, opts);
   });
 
 registerVmCommands(program);

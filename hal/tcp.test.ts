@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { StreamHandler, StreamTransport } from './transport.js';
-import { tcpNetwork } from './tcp.js';
+import { createTcpNetwork, tcpNetwork } from './tcp.js';
 
 class Recorder implements StreamHandler {
   data: Buffer[] = [];
@@ -66,6 +66,28 @@ describe('hal/tcp', () => {
     await client.closed;
     expect(servers[0].closes).to.deep.equal([undefined]);
     expect(client.closes).to.have.length(1);
+    await listener.close();
+  });
+
+  it('binds the source address of outbound connections when asked (127.0.0.0/8 is all loopback on Linux)', async () => {
+    const servers: Recorder[] = [];
+    const listener = await tcpNetwork.listen('127.0.0.1', 0, (t) => {
+      const r = new Recorder(t);
+      servers.push(r);
+      return r;
+    });
+    const asked: string[] = [];
+    const net = createTcpNetwork({ localAddress: (host, port) => { asked.push(`${host}:${port}`); return '127.0.1.7'; } });
+    const client = new Recorder();
+    const t = await net.connect('127.0.0.1', listener.port, () => client);
+    expect(asked).to.deep.equal([`127.0.0.1:${listener.port}`]);
+    expect(t.localAddress).to.equal('127.0.1.7');
+    await until(() => servers.length === 1);
+    expect(servers[0]!.transport!.remoteAddress).to.equal('127.0.1.7');
+    const fixed = await createTcpNetwork({ localAddress: '127.0.1.8' }).connect('127.0.0.1', listener.port, () => new Recorder());
+    expect(fixed.localAddress).to.equal('127.0.1.8');
+    t.destroy();
+    fixed.destroy();
     await listener.close();
   });
 

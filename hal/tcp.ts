@@ -158,39 +158,55 @@ function attach(socket: net.Socket, makeHandler: (t: StreamTransport) => StreamH
   return transport;
 }
 
-export const tcpNetwork: Network = {
-  listen(host, port, accept) {
-    return new Promise<StreamListener>((resolve, reject) => {
-      const server = net.createServer((socket) => attach(socket, accept));
-      const failed = (err: Error): void => reject(err);
-      server.once('error', failed);
-      server.listen(port, host, () => {
-        server.off('error', failed);
-        // Accept errors (EMFILE...) must not crash the process; the next connection may work.
-        server.on('error', () => {});
-        const addr = server.address() as net.AddressInfo;
-        resolve({
-          host: addr.address,
-          port: addr.port,
-          // Stop listening only: open connections belong to their handlers, which close them.
-          close: () => new Promise<void>((res) => {
-            server.close();
-            res();
-          }),
+export interface TcpNetworkOptions {
+  /**
+   * Source address of outbound connections (bind before connect), or a choice per destination;
+   * undefined: the kernel picks. Lets several emulated nodes on one machine tell each other apart
+   * by address (on Linux every 127.0.0.0/8 address is loopback).
+   */
+  localAddress?: string | ((host: string, port: number) => string | undefined);
+}
+
+/** A TCP Network; `tcpNetwork` is the plain one. */
+export function createTcpNetwork(options: TcpNetworkOptions = {}): Network {
+  const from = options.localAddress;
+  return {
+    listen(host, port, accept) {
+      return new Promise<StreamListener>((resolve, reject) => {
+        const server = net.createServer((socket) => attach(socket, accept));
+        const failed = (err: Error): void => reject(err);
+        server.once('error', failed);
+        server.listen(port, host, () => {
+          server.off('error', failed);
+          // Accept errors (EMFILE...) must not crash the process; the next connection may work.
+          server.on('error', () => {});
+          const addr = server.address() as net.AddressInfo;
+          resolve({
+            host: addr.address,
+            port: addr.port,
+            // Stop listening only: open connections belong to their handlers, which close them.
+            close: () => new Promise<void>((res) => {
+              server.close();
+              res();
+            }),
+          });
         });
       });
-    });
-  },
+    },
 
-  connect(host, port, makeHandler) {
-    return new Promise<StreamTransport>((resolve, reject) => {
-      const socket = net.connect({ host, port });
-      const failed = (err: Error): void => reject(err);
-      socket.once('error', failed);
-      socket.once('connect', () => {
-        socket.off('error', failed);
-        resolve(attach(socket, makeHandler));
+    connect(host, port, makeHandler) {
+      return new Promise<StreamTransport>((resolve, reject) => {
+        const localAddress = typeof from === 'function' ? from(host, port) : from;
+        const socket = localAddress === undefined ? net.connect({ host, port }) : net.connect({ host, port, localAddress });
+        const failed = (err: Error): void => reject(err);
+        socket.once('error', failed);
+        socket.once('connect', () => {
+          socket.off('error', failed);
+          resolve(attach(socket, makeHandler));
+        });
       });
-    });
-  },
-};
+    },
+  };
+}
+
+export const tcpNetwork: Network = createTcpNetwork();

@@ -212,8 +212,11 @@ export class SecondaryUnit {
       const whole = a;
       whole.complete(Promise.resolve().then(() => this.accept(s, w, whole.data, whole.durable ? 'durable' : 'received')));
     }
-    // Every portion is answered as the whole write is: the sender's ack is about the command.
-    return w.ack === 'durable' ? a.done : Promise.resolve('received');
+    // Only the portion that completes the write waits for it: the others are in this unit's buffer
+    // memory now and answer 'received' at once, returning their share of the sender's window (a
+    // window full of first portions waiting for their write would never let the rest in). The
+    // sender discards its copy only once every portion is answered, i.e. after the completing one.
+    return a.have >= w.totalLength && a.durable ? a.done : Promise.resolve('received');
   }
 
   private accept(s: Stream, w: Pick<InboundWrite, 'id' | 'lba' | 'blocks' | 'data'>, data: Buffer, ack: Durability): Promise<Durability> | Durability {

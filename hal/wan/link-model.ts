@@ -11,6 +11,12 @@
  * A stream never reorders: a segment arrives no earlier than the one before it on the same stream,
  * and a lost one arrives a retransmission timeout later (exponential backoff if lost again), holding
  * back every segment behind it (head-of-line blocking), as TCP does.
+ *
+ * Besides the scheduled outages, a link can be partitioned at run time (setPartitioned), for as long
+ * as nobody knows in advance: a pulled cable. Nothing gets through and nothing is reset; a stream
+ * segment sent meanwhile has no arrival time (PARTITION_HELD) until the link is healed, and the
+ * adapters listening with onPartitionChange re-send what they hold then, as TCP's retransmissions
+ * would. Datagrams sent during a partition are dropped.
  */
 import type { Clock } from '../clock.js';
 import type { Random } from '../sim/random.js';
@@ -19,6 +25,9 @@ import { resolveProfile, type OutageMode, type ResolvedProfile, type WanProfile 
 
 /** Returned by sendSegment when the link resets the connection (reset-mode outage, too many retransmissions). */
 export const STREAM_RESET = Number.NEGATIVE_INFINITY;
+
+/** Returned by sendSegment while the link is partitioned: the segment arrives after the heal, time unknown yet. */
+export const PARTITION_HELD = Number.POSITIVE_INFINITY;
 
 /** Linux's TCP_RTO_MAX. */
 const RTO_MAX_MS = 120_000;
@@ -56,8 +65,10 @@ export interface LinkStats {
   segmentBytes: number;
   /** Stream segment transmissions lost (each cost a retransmission timeout). */
   retransmits: number;
-  /** Segments delayed by a hold-mode outage. */
+  /** Segments delayed by a hold-mode outage or sent during a partition. */
   held: number;
+  /** Runtime partitions started (setPartitioned(true)). */
+  partitions: number;
   resets: number;
   datagrams: number;
   datagramBytes: number;
@@ -88,7 +99,7 @@ export class LinkModel {
   readonly profile: ResolvedProfile;
   readonly epochMs: number;
   readonly stats: LinkStats = {
-    segments: 0, segmentBytes: 0, retransmits: 0, held: 0, resets: 0,
+    segments: 0, segmentBytes: 0, retransmits: 0, held: 0, partitions: 0, resets: 0,
     datagrams: 0, datagramBytes: 0, lost: 0, queueDrops: 0, outageDrops: 0, reordered: 0, duplicated: 0, corrupted: 0,
   };
   /** Why the last STREAM_RESET was returned. */
@@ -113,6 +124,9 @@ export class LinkModel {
   private qBytes: number[] = [];
   private qHead = 0;
   private queued = 0;
+  /** Clock time the runtime partition began; undefined when the link is not partitioned. */
+  private partitionedSince: number | undefined;
+  private readonly partitionListeners = new Set<(partitioned: boolean) => void>();
 
   constructor(profile: WanProfile | ResolvedProfile, opts: LinkModelOptions) {
     // resolveProfile is idempotent, so a resolved profile passes through unchanged.
@@ -144,6 +158,33 @@ export class LinkModel {
   /** The round trip a sender on this link expects (both ways like this one, unloaded). */
   rttEstimateMs(): number {
     return 2 * this.profile.delayMs;
+  }
+
+  /** Whether a runtime partition is in force. */
+  get partitioned(): boolean {
+    return this.partitionedSince !== undefined;
+  }
+
+  /** Clock time the current runtime partition began, if any. */
+  get partitionStart(): number | undefined {
+    return this.partitionedSince;
+  }
+
+  /**
+   * Cut (true) or heal (false) the link now, until told otherwise. The listeners hear of every
+   * change (adapters hold and re-send their traffic); setting the current state again is a no-op.
+   */
+  setPartitioned(on: boolean): void {
+    if (on === this.partitioned) return;
+    this.partitionedSince = on ? this.clock.now() : undefined;
+    if (on) this.stats.partitions++;
+    for (const fn of [...this.partitionListeners]) fn(on);
+  }
+
+  /** Hear of partitions and heals; returns the unsubscribe function. */
+  onPartitionChange(fn: (partitioned: boolean) => void): () => void {
+    this.partitionListeners.add(fn);
+    return () => this.partitionListeners.delete(fn);
   }
 
   newFlow(): StreamFlow {
@@ -187,12 +228,17 @@ export class LinkModel {
 
   /**
    * One stream segment of `bytes`, handed to the link now: the clock time at which it arrives,
-   * in order on its flow, or STREAM_RESET (see lastResetReason).
+   * in order on its flow, STREAM_RESET (see lastResetReason), or PARTITION_HELD (send it again
+   * after the heal).
    */
   sendSegment(flow: StreamFlow, bytes: number): number {
     const now = this.clock.now();
     const down = this.outageAt(now);
     if (down?.mode === 'reset') return this.reset(now, 'WAN link outage');
+    if (this.partitioned) {
+      this.stats.held++;
+      return PARTITION_HELD;
+    }
     this.drain(now);
     let start = Math.max(now, this.busyUntil);
     let finish = start + bytes * this.msPerByte;
@@ -235,6 +281,10 @@ export class LinkModel {
     const now = this.clock.now();
     this.stats.datagrams++;
     this.stats.datagramBytes += bytes;
+    if (this.partitioned) {
+      this.stats.outageDrops++;
+      return this.traced(now, bytes, 'outage', []);
+    }
     this.drain(now);
     if (this.queued + bytes > this.profile.queueBytes) {
       this.stats.queueDrops++;

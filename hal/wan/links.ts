@@ -26,6 +26,8 @@ export interface LinkChoice {
   /** Identifies the link (one direction): equal names share one LinkModel. */
   name: string;
   profile: WanProfile;
+  /** This link's own seed instead of the WanLinks seed (a topology's per-link `seed`). */
+  seed?: number;
 }
 
 /** undefined: not shaped (passes straight through). */
@@ -61,19 +63,27 @@ export class WanLinks {
   choose(c: ConnInfo): { name: string; model: LinkModel } | undefined {
     const choice = this.select(normalize(c));
     if (choice === undefined) return undefined;
+    return { name: choice.name, model: this.modelFor(choice) };
+  }
+
+  /**
+   * The model of link `choice.name`, made now if no connection used it yet (to partition a link
+   * or read its state before any traffic). Later choices of that name share it, whatever profile they carry.
+   */
+  modelFor(choice: LinkChoice): LinkModel {
     let model = this.models.get(choice.name);
     if (model === undefined) {
       const trace = this.trace;
       const name = choice.name;
       model = new LinkModel(choice.profile, {
         clock: this.clock,
-        random: new Random(seedFor(this.seed, name)),
+        random: new Random(seedFor(choice.seed ?? this.seed, name)),
         epochMs: this.epochMs,
         trace: trace ? (e) => trace(name, e) : undefined,
       });
       this.models.set(choice.name, model);
     }
-    return { name: choice.name, model };
+    return model;
   }
 
   /** The model of a link used so far (stats, queue). */

@@ -7,10 +7,33 @@
  * connect() resolves one emulated round trip (twice this side's one-way delay: each side only knows
  * its own direction) after the real connection is up, as a TCP handshake over the link would; during
  * a hold-mode outage it waits for the end of it, during a reset-mode outage it fails with ETIMEDOUT.
+ * During a runtime partition it waits for the heal, and fails with ETIMEDOUT when that takes longer
+ * than Linux would keep retrying its SYN.
  */
 import type { Network, StreamHandler, StreamListener, StreamTransport } from '../transport.js';
 import type { WanLinks } from './links.js';
+import type { LinkModel } from './link-model.js';
 import { WanStream, errno, type WanStreamOptions } from './wan-stream.js';
+import type { Clock } from '../clock.js';
+
+/** Linux's default tcp_syn_retries (6): 1 + 2 + 4 + 8 + 16 + 32 + 64 s until connect() gives up. */
+export const SYN_TIMEOUT_MS = 127_000;
+
+/** Resolves true at the heal, false when `ms` passed first. */
+function healed(model: LinkModel, clock: Clock, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = clock.setTimer(ms, () => {
+      off();
+      resolve(false);
+    });
+    const off = model.onPartitionChange((on) => {
+      if (on) return;
+      off();
+      timer.cancel();
+      resolve(true);
+    });
+  });
+}
 
 export class WanNetwork implements Network {
   constructor(
@@ -51,6 +74,10 @@ export class WanNetwork implements Network {
     const wan = box.wan;
     if (wan === undefined) return t;
     const clock = this.links.clock;
+    if (wan.model.partitioned && !(await healed(wan.model, clock, SYN_TIMEOUT_MS))) {
+      wan.destroy();
+      throw errno('ETIMEDOUT', `connect ETIMEDOUT ${host}:${port} (WAN link partitioned)`);
+    }
     const down = wan.model.outageAt();
     if (down?.mode === 'reset') {
       wan.destroy();

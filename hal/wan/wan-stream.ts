@@ -9,13 +9,17 @@
  * sender), while the bytes held here exceed maxHeldBytes (bytes in flight on a long fat link), or
  * while the real transport's own buffer is full; onDrain follows when all three are down to half.
  *
+ * Partitions (LinkModel.setPartitioned): what is not yet handed over when the link is cut waits,
+ * and so does everything written meanwhile (the connection stays up, as TCP's does when a cable is
+ * pulled); at the heal it all goes through the link model again, in order, from then.
+ *
  * Timing: one clock timer per stream for the earliest pending delivery; everything due when it
  * fires goes to the real transport as one batch. On the real HAL give it hal/precise-timer.ts's
  * preciseClock (systemClock's millisecond timers would add up to a millisecond per hop).
  */
 import type { Clock, Timer } from '../clock.js';
 import type { StreamHandler, StreamTransport } from '../transport.js';
-import { STREAM_RESET, type LinkModel, type StreamFlow } from './link-model.js';
+import { PARTITION_HELD, STREAM_RESET, type LinkModel, type StreamFlow } from './link-model.js';
 
 export interface WanStreamOptions {
   /** Bytes accepted and not yet handed to the real transport beyond which write() says false. Default 64 MiB. */
@@ -66,6 +70,7 @@ export class WanStream implements StreamTransport {
   private closed = false;
   private reported = false;
   private resetError: Error | undefined;
+  private readonly unsubscribe: () => void;
 
   constructor(
     readonly inner: StreamTransport,
@@ -90,6 +95,11 @@ export class WanStream implements StreamTransport {
       onClose: (err) => this.closedUnderneath(err),
     };
     this.armOutage();
+    this.unsubscribe = model.onPartitionChange((on) => {
+      if (this.closed) return;
+      if (on) this.holdPending();
+      else this.retime();
+    });
   }
 
   /** Connect the protocol's handler; events that came before are replayed to it now. */
@@ -196,6 +206,7 @@ export class WanStream implements StreamTransport {
 
   private arm(): void {
     if (this.timer !== undefined || this.closed || this.head === this.pAt.length) return;
+    if (this.pAt[this.head] === PARTITION_HELD) return; // until the heal
     this.timer = this.clock.setTimer(this.pAt[this.head]! - this.lead - this.clock.now(), this.deliver);
   }
 
@@ -243,6 +254,65 @@ export class WanStream implements StreamTransport {
     this.arm();
     this.checkDrain();
   };
+
+  /** The link was cut: what is not due yet (or already handed over) waits for the heal. */
+  private holdPending(): void {
+    const limit = this.clock.now() + this.lead + EPSILON_MS;
+    for (let i = this.head; i < this.pAt.length; i++) if (this.pAt[i]! > limit) this.pAt[i] = PARTITION_HELD;
+    // Held bytes are timed afresh at the heal: only what is still due keeps its place in the order.
+    if (this.flow.lastAt > limit) this.flow.lastAt = limit;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.arm();
+  }
+
+  /** The link was healed: everything held goes through the link model again, from now, in order. */
+  private retime(): void {
+    let k = this.head;
+    while (k < this.pAt.length && this.pAt[k] !== PARTITION_HELD) k++;
+    if (k === this.pAt.length) return;
+    const chunks = this.pChunk.splice(k);
+    const starts = this.pStart.splice(k);
+    const ends = this.pEnd.splice(k);
+    const dones = this.pDone.splice(k);
+    this.pAt.length = k;
+    let total = 0;
+    for (let i = 0; i < chunks.length; i++) total += ends[i]! - starts[i]!;
+    this.held -= total;
+    const seg = this.model.profile.segmentBytes;
+    let remaining = total;
+    let segLeft = 0;
+    let at = Math.max(this.flow.lastAt, this.clock.now());
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      let off = starts[i]!;
+      const end = ends[i]!;
+      if (c === null || off === end) {
+        this.push(null, 0, 0, at, dones[i]);
+        continue;
+      }
+      while (off < end) {
+        if (segLeft === 0) {
+          const size = remaining < seg ? remaining : seg;
+          at = this.model.sendSegment(this.flow, size);
+          if (at === STREAM_RESET) {
+            const unsent = dones.slice(i).filter((d) => d !== undefined);
+            this.reset(this.model.lastResetReason);
+            for (const d of unsent) d(this.resetError);
+            return;
+          }
+          segLeft = size;
+          remaining -= size;
+        }
+        const take = Math.min(segLeft, end - off);
+        this.push(c, off, off + take, at, off + take === end ? dones[i] : undefined);
+        off += take;
+        segLeft -= take;
+      }
+    }
+    this.arm();
+    this.checkDrain();
+  }
 
   private compact(): void {
     const h = this.head;
@@ -304,6 +374,7 @@ export class WanStream implements StreamTransport {
   /** Stop everything of ours: no more writes, timers off, pending writes failed. */
   private shut(err: Error): void {
     this.closed = true;
+    this.unsubscribe();
     this.timer?.cancel();
     this.timer = undefined;
     this.drainTimer?.cancel();

@@ -1,0 +1,159 @@
+/**
+ * One crash point of the remote-site crash-consistency check (issue 5): a Linux VM on the primary's
+ * LUN runs the workload (files written, fsynced, announced on the console); at a random moment the
+ * primary site is destroyed (the VM and the primary controller, kill -9); the relay forwards what
+ * it holds; the secondary is promoted; a VM boots from the secondary's LUN (ext4 replays its
+ * journal) and verifies every file announced before the crash; e2fsck -fn then checks the file
+ * system. Clean = the verifier found every file with its checksum and e2fsck found nothing.
+ *
+ * Used by test/e2e-crash-consistency.test.ts (a few points) and bench/crash-consistency.ts (100).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseConsole, verifyList, type FsyncedFile } from '../../qemu/guest-console.js';
+import type { GuestImage } from '../../qemu/image-builder.js';
+import { fsckLun, writeImageToLun } from '../../qemu/lun.js';
+import { runVm, type Accel } from '../../qemu/vm.js';
+import { Random } from '../../hal/sim/random.js';
+import { kura, nodeOf, startTopology, waitPeersUp, type KuraCli, type RunningTopology } from './kura-topology.js';
+
+export interface CrashPointOptions {
+  cli: KuraCli;
+  img: GuestImage;
+  accel: Accel;
+  /** A fresh directory for this point (topology, data, logs). */
+  dir: string;
+  seed: number;
+  /** Files the workload writes (it is killed before the last one). Default 60, up to 256 KiB each. */
+  files?: number;
+  maxKib?: number;
+  log?: (line: string) => void;
+}
+
+export interface CrashPointResult {
+  seed: number;
+  /** The crash came after this many files were announced fsynced (and `extraMs` later). */
+  killAfterFiles: number;
+  extraMs: number;
+  fsyncedBeforeCrash: number;
+  verify: { pass: boolean; ok: number; bad: number; problems: string[] } | undefined;
+  fsck: { clean: boolean; output: string };
+  clean: boolean;
+  ms: { install: number; workload: number; drain: number; verify: number; fsck: number };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The relay holds nothing more for the secondary (everything acknowledged has been forwarded). */
+async function waitRelayDrained(t: RunningTopology, relay: string, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await t.nodeStatus(relay).catch(() => undefined);
+    if (s?.relay !== undefined && s.relay.backlogRecords === 0) return;
+    if (Date.now() > end) {
+      const sec = await t.nodeStatus('secondary').catch((e: Error) => e.message);
+      throw new Error(`relay ${relay} still holds ${s?.relay?.backlogRecords ?? '?'} records after ${timeoutMs} ms\nrelay: ${JSON.stringify(s)}\nsecondary: ${JSON.stringify(sec)}\n${t.logTails()}`);
+    }
+    await sleep(100);
+  }
+}
+
+function pidOf(t: RunningTopology, node: string): number {
+  return Number(fs.readFileSync(path.join(t.dataDir, 'run', `${node}.pid`), 'utf8').trim());
+}
+
+export async function runCrashPoint(o: CrashPointOptions): Promise<CrashPointResult> {
+  const log = o.log ?? (() => {});
+  const rnd = new Random(o.seed);
+  const files = o.files ?? 60;
+  const killAfterFiles = 1 + rnd.int(files - 2);
+  const extraMs = rnd.int(400);
+  fs.mkdirSync(o.dir, { recursive: true });
+  const t = await startTopology(o.cli, o.dir, {
+    name: `crash-${o.seed}`,
+    disasterRadiusKm: 30,
+    nodes: [
+      { name: 'primary', role: 'controller', km: 0 },
+      { name: 'relay1', role: 'relay', km: 100 },
+      { name: 'secondary', role: 'controller', km: 500 },
+    ],
+    links: [
+      { between: ['primary', 'relay1'], distanceKm: 100, bandwidthBps: 1e9 },
+      { between: ['relay1', 'secondary'], distanceKm: 400, bandwidthBps: 1e9 },
+      { between: ['primary', 'secondary'], distanceKm: 500, bandwidthBps: 1e9 },
+    ],
+    volumes: [{ name: 'root', size: '96MiB', primary: 'primary', secondary: 'secondary', relays: ['relay1'], ackMode: 'relay-durable' }],
+  });
+  const url = (node: string) => {
+    const p = t.iscsi.get(node)!;
+    return `iscsi://${p.host}:${p.port}/iqn.2026-11.dev.kura:root/0`;
+  };
+  try {
+    await waitPeersUp(t, 'primary', ['root']);
+    let at = Date.now();
+    await writeImageToLun(o.img.rootfs.path, url('primary'));
+    const install = Date.now() - at;
+
+    // The workload VM; the crash fires once `killAfterFiles` files were announced, `extraMs` later.
+    at = Date.now();
+    let vmPid: number | undefined;
+    let serial = '';
+    let announced: FsyncedFile[] = [];
+    let killed = false;
+    let fire: (() => void) | undefined;
+    const crash = new Promise<void>((resolve) => { fire = resolve; });
+    const vm = runVm({
+      kernel: o.img.kernel, initramfs: o.img.initramfs, accel: o.accel, mode: 'root', disks: [{ url: url('primary') }],
+      kernelArgs: [`kura.workload=${files}:${o.maxKib ?? 256}`, `kura.run=crash${o.seed}`],
+    }, {
+      timeoutMs: 300_000, serialLog: path.join(o.dir, 'workload.log'),
+      onSpawn: (pid) => { vmPid = pid; },
+      onSerial: (text) => {
+        serial += text;
+        if (killed) return;
+        if (parseConsole(serial).fsynced.length >= killAfterFiles) fire?.();
+      },
+    }).then(() => 'powered off' as const, (err: Error) => (killed ? 'killed' as const : err));
+    const ended = await Promise.race([crash.then(() => 'crash' as const), vm]);
+    if (ended !== 'crash') throw ended instanceof Error ? ended : new Error(`the workload finished before the crash point (${killAfterFiles} files)\n${serial}`);
+    await sleep(extraMs);
+    // The primary site goes: VM and controller at once. What the console showed until now was
+    // printed before the kill, so every announced file was fsynced (acknowledged) before it.
+    killed = true;
+    announced = parseConsole(serial).fsynced;
+    const primaryPid = pidOf(t, 'primary');
+    if (vmPid !== undefined) process.kill(vmPid, 'SIGKILL');
+    process.kill(primaryPid, 'SIGKILL');
+    await vm;
+    const workload = Date.now() - at;
+    log(`seed ${o.seed}: crashed after ${announced.length} fsynced files (target ${killAfterFiles} + ${extraMs} ms)`);
+
+    at = Date.now();
+    await waitRelayDrained(t, 'relay1', 60_000);
+    const drain = Date.now() - at;
+    await kura(o.cli, ['promote', 'root', t.file]);
+    const sec = nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'root');
+    log(`seed ${o.seed}: secondary promoted at sequence ${sec?.sequence}`);
+
+    // Boot on the secondary: ext4 replays its journal on mount; the verifier checks the files.
+    at = Date.now();
+    const list = path.join(o.dir, 'fsynced.txt');
+    fs.writeFileSync(list, verifyList(announced));
+    const check = await runVm({
+      kernel: o.img.kernel, initramfs: o.img.initramfs, accel: o.accel, mode: 'root', disks: [{ url: url('secondary') }],
+      fwCfg: { verify: list }, kernelArgs: ['kura.verify=fwcfg'],
+    }, { timeoutMs: 300_000, serialLog: path.join(o.dir, 'verify.log') });
+    const verify = parseConsole(check.serial).verify;
+    const verifyMs = Date.now() - at;
+    at = Date.now();
+    const fsck = await fsckLun(url('secondary'));
+    const fsckMs = Date.now() - at;
+    return {
+      seed: o.seed, killAfterFiles, extraMs, fsyncedBeforeCrash: announced.length, verify, fsck: { clean: fsck.clean, output: fsck.output },
+      clean: verify?.pass === true && verify.ok === announced.length && fsck.clean,
+      ms: { install, workload, drain, verify: verifyMs, fsck: fsckMs },
+    };
+  } finally {
+    await t.down().catch(() => '');
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * `kura promote` and `kura link`: one-shot operations on a running topology through the nodes'
+ * admin sockets.
+ */
+import { adminClient } from './admin.js';
+import { topologyLinks } from './topology-network.js';
+import { adminSocketOf, loadChecked, processIo, type Io } from './up.js';
+import type { Topology } from './topology.js';
+
+function nodeNamed(t: Topology, file: string, name: string) {
+  const n = t.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`no node named "${name}" in ${file} (nodes: ${t.nodes.map((x) => x.name).join(', ')})`);
+  return n;
+}
+
+/** Makes the volume writable on its secondary (or on `node`). */
+export async function promote(volume: string, file: string, o: { node?: string }, io: Io = processIo): Promise<number> {
+  const t = loadChecked(file);
+  const v = t.volumes.find((x) => x.name === volume);
+  if (!v) throw new Error(`no volume "${volume}" in ${file} (volumes: ${t.volumes.map((x) => x.name).join(', ') || 'none'})`);
+  const target = o.node ?? v.secondary;
+  if (target === undefined) throw new Error(`volume "${volume}" has no secondary in ${file}: name the node to promote with --node`);
+  const n = nodeNamed(t, file, target);
+  await adminClient.promote(adminSocketOf(n), volume).catch((err: Error) => {
+    throw new Error(`promote "${volume}" on "${target}": ${err.message}`);
+  });
+  io.out(`${volume}: writable on ${target} now\n`);
+  return 0;
+}
+
+/** Partitions (`down`) or heals (`up`) the link between two nodes: both sides are told. */
+export async function link(action: 'down' | 'up', a: string, b: string, file: string, io: Io = processIo): Promise<number> {
+  const t = loadChecked(file);
+  const na = nodeNamed(t, file, a);
+  const nb = nodeNamed(t, file, b);
+  if (a === b) throw new Error('a link joins two different nodes');
+  if (!topologyLinks(t, a).has(b)) throw new Error(`no link between "${a}" and "${b}" in ${file}: their traffic is not emulated, so it cannot be partitioned (add a links entry)`);
+  const on = action === 'down';
+  const results = await Promise.allSettled([
+    adminClient.link(adminSocketOf(na), b, on),
+    adminClient.link(adminSocketOf(nb), a, on),
+  ]);
+  const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${[a, b][i]}: ${(r.reason as Error).message}`] : []));
+  if (failed.length > 0) {
+    const told = results.flatMap((r, i) => (r.status === 'fulfilled' ? [[a, b][i]] : []));
+    io.err(`kura: link ${action} ${a} ${b}: ${failed.join('; ')}${told.length ? ` (${told.join(' and ')} did ${on ? 'partition' : 'heal'} its side)` : ''}\n`);
+    return 1;
+  }
+  io.out(`link ${a} <-> ${b}: ${on ? 'partitioned (nothing gets through; connections stay up until their own timeouts)' : 'healed'}\n`);
+  return 0;
+}
