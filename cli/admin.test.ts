@@ -17,6 +17,7 @@ function handlers(calls: string[]): AdminHandlers {
     },
     digest: async (v, lba, blocks, chunk) => ({ blockSize: 512, blockCount: 100, digests: [`${v}:${lba}:${blocks}:${chunk}`] }),
     link: (peer, on) => { calls.push(`link ${peer} ${on}`); },
+    copy: async (v, lba, blocks) => { calls.push(`copy ${v} ${lba} ${blocks}`); },
     stop: () => { calls.push('stop'); },
   };
 }

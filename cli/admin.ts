@@ -5,6 +5,7 @@
  *
  *   GET  /status                                   -> NodeStatus
  *   POST /promote {volume}                         -> {ok: true}
+ *   POST /copy {volume, lba?, blocks?}             -> 202 {ok: true} (progress: /status, volumes[].resync)
  *   GET  /digest?volume=&lba=&blocks=&chunk=       -> {blockSize, blockCount, digests}
  *   POST /link {peer, partitioned}                 -> {ok: true}
  *   POST /stop                                     -> {stopping: true}, then the node stops
@@ -41,6 +42,8 @@ export interface AdminHandlers {
   promote(volume: string): Promise<void>;
   digest(volume: string, lba: number, blocks: number, chunkBlocks: number): Promise<DigestResult>;
   link(peer: string, partitioned: boolean): void | Promise<void>;
+  /** Start a backup copy of a primary volume to its secondary; progress shows in /status (resync). */
+  copy(volume: string, lba: number | undefined, blocks: number | undefined): Promise<void>;
   /** Called after the answer to POST /stop went out. */
   stop(): void | Promise<void>;
 }
@@ -101,7 +104,13 @@ const digestQuery = z.object({ volume: z.string({ error: 'is required' }).min(1,
 const promoteBody = z.object({ volume: z.string({ error: 'is required (a string)' }).min(1, 'is required') });
 const linkBody = z.object({ peer: z.string({ error: 'is required (a string)' }).min(1, 'is required'), partitioned: z.boolean({ error: 'must be true or false' }) });
 
-const ROUTES: Record<string, string> = { '/status': 'GET', '/promote': 'POST', '/digest': 'GET', '/link': 'POST', '/stop': 'POST' };
+const copyBody = z.object({
+  volume: z.string({ error: 'is required (a string)' }).min(1, 'is required'),
+  lba: z.number().int().min(0).optional(),
+  blocks: z.number().int().min(1).optional(),
+});
+
+const ROUTES: Record<string, string> = { '/status': 'GET', '/promote': 'POST', '/digest': 'GET', '/link': 'POST', '/copy': 'POST', '/stop': 'POST' };
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolveBody, reject) => {
@@ -165,6 +174,11 @@ export async function startAdminServer(o: { dataDir: string; handlers: AdminHand
         const { volume } = parse(promoteBody, body);
         await h.promote(volume);
         return { status: 200, body: { ok: true } };
+      }
+      case '/copy': {
+        const { volume, lba, blocks } = parse(copyBody, body);
+        await h.copy(volume, lba, blocks);
+        return { status: 202, body: { ok: true } };
       }
       case '/digest': {
         const q = parse(digestQuery, Object.fromEntries(url.searchParams));
@@ -275,6 +289,8 @@ export async function adminRequest<T>(socketPath: string, method: 'GET' | 'POST'
 export const adminClient = {
   status: (socket: string, timeoutMs?: number) => adminRequest<NodeStatus>(socket, 'GET', '/status', undefined, timeoutMs),
   promote: (socket: string, volume: string, timeoutMs = 30_000) => adminRequest<{ ok: true }>(socket, 'POST', '/promote', { volume }, timeoutMs),
+  copy: (socket: string, volume: string, range: { lba?: number; blocks?: number } = {}, timeoutMs = 30_000) =>
+    adminRequest<{ ok: true }>(socket, 'POST', '/copy', { volume, ...range }, timeoutMs),
   digest: (socket: string, q: { volume: string; lba: number; blocks: number; chunk: number }, timeoutMs = 120_000) =>
     adminRequest<DigestResult>(socket, 'GET', `/digest?${new URLSearchParams({ volume: q.volume, lba: String(q.lba), blocks: String(q.blocks), chunk: String(q.chunk) })}`, undefined, timeoutMs),
   link: (socket: string, peer: string, partitioned: boolean, timeoutMs?: number) => adminRequest<{ ok: true }>(socket, 'POST', '/link', { peer, partitioned }, timeoutMs),

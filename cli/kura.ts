@@ -144,9 +144,10 @@ program.command('up').argument(topologyFile, fileHelp)
   .option('-d, --detach', 'return once every node answers, leaving them running (stop them with kura down)')
   .option('--timeout <seconds>', 'how long each node may take to answer on its admin socket', seconds, 60)
   .option('--log-level <level>', 'the nodes\' log level (default info)')
-  .action((file: string | undefined, opts: { detach?: boolean; timeout: number; logLevel?: string }) => exitWith(async () => {
+  .option('--node <name...>', 'start only these nodes, the others running (e.g. one restarted after a crash)')
+  .action((file: string | undefined, opts: { detach?: boolean; timeout: number; logLevel?: string; node?: string[] }) => exitWith(async () => {
     const { up, defaultTopologyFile } = await topo();
-    return up(file ?? defaultTopologyFile, { detach: opts.detach, timeoutMs: opts.timeout * 1000, logLevel: opts.logLevel });
+    return up(file ?? defaultTopologyFile, { detach: opts.detach, timeoutMs: opts.timeout * 1000, logLevel: opts.logLevel, nodes: opts.node });
   }));
 
 program.command('down').argument(topologyFile, fileHelp)
@@ -179,6 +180,16 @@ program.command('link')
   .action((action: 'down' | 'up', a: string, b: string, file: string | undefined) => exitWith(async () => {
     const [{ link }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
     return link(action, a, b, file ?? defaultTopologyFile);
+  }));
+
+program.command('copy').argument('<volume>').argument(topologyFile, fileHelp)
+  .description('backup (000-E1): copy a primary volume (or --lba/--blocks of it) to its secondary through the relays, with progress')
+  .option('--lba <n>', 'first block', (v: string) => Number(v))
+  .option('--blocks <n>', 'number of blocks (default: to the end)', (v: string) => Number(v))
+  .action((volume: string, file: string | undefined, opts: { lba?: number; blocks?: number }) => exitWith(async () => {
+    const { copy } = await import('./topology-ops.js');
+    const { defaultTopologyFile } = await topo();
+    return copy(volume, file ?? defaultTopologyFile, opts);
   }));
 
 program.command('verify').argument('<volume>').argument(topologyFile, fileHelp)

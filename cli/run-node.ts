@@ -69,6 +69,15 @@ export async function runTopologyNode(o: NodeRunOptions, io: Io = processIo): Pr
         if (v.role !== 'secondary') throw new AdminRequestError(409, `node "${me.name}" is the primary of "${volume}": only a secondary can be promoted`);
         await ready().promote(volume);
       },
+      copy: async (volume, lba, blocks) => {
+        const v = volumeOf(volume);
+        if (v.role !== 'primary') throw new AdminRequestError(409, `node "${me.name}" is the secondary of "${volume}": copy from its primary`);
+        const node = ready();
+        const st = node.status().volumes.find((x) => x.volume === volume);
+        if (st?.resync?.state === 'running') throw new AdminRequestError(409, `a copy of "${volume}" is already running`);
+        // The copy runs on; its progress and end show in /status.
+        node.copy(volume, lba, blocks).catch((err: Error) => logger.error({ err: err.message, volume }, 'copy failed'));
+      },
       digest: async (volume, lba, blocks, chunk) => {
         volumeOf(volume);
         return ready().digest(volume, lba, blocks, chunk);

@@ -49,3 +49,41 @@ export async function link(action: 'down' | 'up', a: string, b: string, file: st
   io.out(`link ${a} <-> ${b}: ${on ? 'partitioned (nothing gets through; connections stay up until their own timeouts)' : 'healed'}\n`);
   return 0;
 }
+
+/**
+ * `kura copy`: backup (000-E1) of a primary volume, or a range of it, to its secondary through the
+ * replication path; shows progress until the node reports the copy done.
+ */
+export async function copy(volume: string, file: string, o: { lba?: number; blocks?: number }, io: Io = processIo): Promise<number> {
+  const t = loadChecked(file);
+  const v = t.volumes.find((x) => x.name === volume);
+  if (!v) throw new Error(`no volume "${volume}" in ${file} (volumes: ${t.volumes.map((x) => x.name).join(', ') || 'none'})`);
+  if (v.secondary === undefined) throw new Error(`volume "${volume}" has no secondary in ${file}: there is nowhere to copy it`);
+  const socket = adminSocketOf(nodeNamed(t, file, v.primary));
+  const started = Date.now();
+  await adminClient.copy(socket, volume, { lba: o.lba, blocks: o.blocks }).catch((err: Error) => {
+    throw new Error(`copy "${volume}" on "${v.primary}": ${err.message}`);
+  });
+  let shown = '';
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 250));
+    const st = (await adminClient.status(socket)).volumes.find((x) => x.volume === volume);
+    const r = st?.resync;
+    if (r === undefined) throw new Error(`"${v.primary}" reports no copy of "${volume}"`);
+    const pct = r.totalBlocks === 0 ? 100 : (100 * r.doneBlocks) / r.totalBlocks;
+    const line = `${volume}: ${pct.toFixed(1)}% (${r.doneBlocks}/${r.totalBlocks} blocks)`;
+    if (io.isTTY) io.err(`\r${line}`);
+    else if (line !== shown && (r.state !== 'running' || Math.floor(pct / 10) !== Math.floor(parseFloat(shown.split(' ')[1] ?? '0') / 10))) io.err(`${line}\n`);
+    shown = line;
+    if (r.state === 'done') {
+      if (io.isTTY) io.err('\n');
+      io.out(`${volume}: copied ${r.totalBlocks} blocks to ${v.secondary} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+      return 0;
+    }
+    if (r.state === 'needed') {
+      if (io.isTTY) io.err('\n');
+      io.err(`kura: the copy of "${volume}" failed (see ${v.primary}'s log); run kura copy again\n`);
+      return 1;
+    }
+  }
+}

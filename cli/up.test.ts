@@ -73,6 +73,7 @@ async function fakeNodes(file: string, fakes: Record<string, Fake>): Promise<Adm
         return { blockSize: 512, blockCount: 8192, digests: f.digests!(lba, blocks, chunk) };
       },
       link: (peer, on) => { f.calls.push(`link ${peer} ${on}`); },
+      copy: async (v, lba, blocks) => { f.calls.push(`copy ${v} ${lba} ${blocks}`); },
       stop: () => { f.calls.push('stop'); },
     };
     servers.push(await startAdminServer({ dataDir: n.dataDir!, handlers: h }));

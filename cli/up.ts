@@ -189,15 +189,21 @@ function portFree(host: string, port: number): Promise<boolean> {
 }
 
 /** Refuses to start over running nodes or taken ports, with what to do instead. */
-async function checkNothingRuns(t: Topology, file: string): Promise<void> {
+async function checkNothingRuns(t: Topology, file: string, only?: ReadonlySet<string>): Promise<void> {
   const running: string[] = [];
-  for (const n of t.nodes) {
+  const nodes = t.nodes.filter((n) => only === undefined || only.has(n.name));
+  for (const n of nodes) {
     const pid = runningPid(t, n.name);
     if (pid !== undefined) running.push(`${n.name} pid ${pid}`);
     else if (await answers(adminSocketOf(n), 1000)) running.push(`${n.name} (admin socket answers)`);
   }
-  if (running.length > 0) throw new Error(`topology "${t.name}" is already up (${running.join(', ')}): run kura down ${file} first`);
+  if (running.length > 0) {
+    throw new Error(only === undefined
+      ? `topology "${t.name}" is already up (${running.join(', ')}): run kura down ${file} first`
+      : `already running: ${running.join(', ')}`);
+  }
   for (const [i, n] of t.nodes.entries()) {
+    if (only !== undefined && !only.has(n.name)) continue;
     const eps = n.role === 'controller' && n.iscsi ? [['peer', n.peer], ['iscsi', n.iscsi]] as const : [['peer', n.peer]] as const;
     for (const [field, ep] of eps) {
       if (ep.port !== 0 && !(await portFree(ep.host, ep.port))) {
@@ -249,6 +255,8 @@ async function waitReady(t: Topology, s: Spawned, timeoutMs: number): Promise<No
 
 export interface UpOptions {
   detach?: boolean;
+  /** Start only these nodes (the others keep running, e.g. a node restarted after kill -9); the topology's epoch is kept. */
+  nodes?: string[];
   timeoutMs?: number;
   logLevel?: string;
 }
@@ -256,15 +264,22 @@ export interface UpOptions {
 export async function up(file: string, o: UpOptions, io: Io = processIo): Promise<number> {
   const t = loadChecked(file);
   for (const f of checkRelayPlacement(t)) io.err(`kura: warning: placement: ${f.message}\n`);
-  await checkNothingRuns(t, file);
+  const only = o.nodes === undefined ? undefined : new Set(o.nodes);
+  for (const n of only ?? []) {
+    if (!t.nodes.some((x) => x.name === n)) throw new Error(`no node named "${n}" in ${file} (nodes: ${t.nodes.map((x) => x.name).join(', ')})`);
+  }
+  await checkNothingRuns(t, file, only);
   mkdirSync(runDir(t), { recursive: true });
-  const epochWallMs = Date.now();
-  writeFileSync(join(runDir(t), 'up.json'), `${JSON.stringify({ file: resolve(file), topology: t.name, epochWallMs, startedBy: process.pid }, null, 2)}\n`);
+  const upFile = join(runDir(t), 'up.json');
+  // Restarting some nodes keeps the running topology's epoch: outage schedules stay in step.
+  const previous = only !== undefined && existsSync(upFile) ? (JSON.parse(readFileSync(upFile, 'utf8')) as { epochWallMs?: number }).epochWallMs : undefined;
+  const epochWallMs = previous ?? Date.now();
+  if (previous === undefined) writeFileSync(upFile, `${JSON.stringify({ file: resolve(file), topology: t.name, epochWallMs, startedBy: process.pid }, null, 2)}\n`);
   const spawned: Spawned[] = [];
   const statuses = new Map<string, NodeStatus>();
   try {
     for (const group of startGroups(t)) {
-      const batch = group.map((n) => spawnNode(t, file, n, epochWallMs, o.logLevel));
+      const batch = group.filter((n) => only === undefined || only.has(n.name)).map((n) => spawnNode(t, file, n, epochWallMs, o.logLevel));
       spawned.push(...batch);
       const ready = await Promise.allSettled(batch.map((s) => waitReady(t, s, o.timeoutMs ?? 60_000)));
       const failures = ready.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));

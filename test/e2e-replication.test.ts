@@ -1,0 +1,207 @@
+/**
+ * Replication through a relay with real processes (issue 4 acceptance, seed 000-E1/E3/NV): every
+ * node its own process (`kura up`), writes through iSCSI, nodes killed with SIGKILL.
+ * - a relay killed after acknowledging and before forwarding forwards everything after its
+ *   restart; the secondary holds every acknowledged write exactly once;
+ * - a primary killed mid-stream leaves the secondary a prefix of the write history that holds
+ *   every write acknowledged in relay-durable mode;
+ * - a partitioned secondary keeps host writes flowing (the relay buffers); after healing,
+ *   `kura verify` finds no difference;
+ * - the secondary is read-only over iSCSI until `kura promote`; `kura copy` backs a volume up.
+ */
+import { expect } from 'chai';
+import fs from 'node:fs';
+import path from 'node:path';
+import { IscsiClient } from '../bench/lib/iscsi-client.js';
+import { kura, nodeOf, startTopology, waitPeersUp, type RunningTopology, type TopologySpec } from '../bench/lib/kura-topology.js';
+import { run } from '../bench/processes.js';
+import { repoRoot, tempDir } from './support/kura-process.js';
+
+const cli = { root: repoRoot };
+const BS = 512;
+const TARGET = 'iqn.2026-11.dev.kura:vol0';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function spec(name: string): TopologySpec {
+  return {
+    name, disasterRadiusKm: 30,
+    nodes: [
+      { name: 'primary', role: 'controller', km: 0 },
+      { name: 'relay1', role: 'relay', km: 100 },
+      { name: 'secondary', role: 'controller', km: 500 },
+    ],
+    links: [
+      { between: ['primary', 'relay1'], distanceKm: 100, bandwidthBps: 1e9 },
+      { between: ['relay1', 'secondary'], distanceKm: 400, bandwidthBps: 1e9 },
+      { between: ['primary', 'secondary'], distanceKm: 500, bandwidthBps: 1e9 },
+    ],
+    volumes: [{ name: 'vol0', size: '32MiB', primary: 'primary', secondary: 'secondary', relays: ['relay1'], ackMode: 'relay-durable' }],
+  };
+}
+
+/** Block i of the history: 8 blocks (4 KiB) at LBA 8i, stamped with i. */
+function block(i: number): Buffer {
+  const b = Buffer.alloc(8 * BS, i % 251);
+  b.writeUInt32BE(i, 0);
+  b.write(`kura write ${i}`, 8);
+  return b;
+}
+
+async function client(t: RunningTopology, node: string): Promise<IscsiClient> {
+  const p = t.iscsi.get(node)!;
+  const c = await IscsiClient.connect({ host: p.host, port: p.port, targetName: TARGET });
+  await c.testUnitReady();
+  return c;
+}
+
+function pidOf(t: RunningTopology, node: string): number {
+  return Number(fs.readFileSync(path.join(t.dataDir, 'run', `${node}.pid`), 'utf8').trim());
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${(last as Error).message})` : ''}`);
+    await sleep(100);
+  }
+}
+
+async function secondaryVolume(t: RunningTopology) {
+  return (await t.nodeStatus('secondary')).volumes.find((v) => v.volume === 'vol0')!;
+}
+
+async function relayBacklog(t: RunningTopology): Promise<number> {
+  return (await t.nodeStatus('relay1')).relay!.backlogRecords;
+}
+
+describe('replication through a relay, real processes (kura up; kill -9)', function () {
+  this.timeout(300000);
+  let t: RunningTopology | undefined;
+  afterEach(async () => {
+    await t?.down().catch(() => '');
+    t = undefined;
+  });
+
+  it('a relay killed after acknowledging and before forwarding forwards everything after its restart; the secondary holds each acknowledged write once', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-relay-'), spec('relay-crash'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    // Cut relay -> secondary: the relay acknowledges (journal) but cannot forward.
+    await kura(cli, ['link', 'down', 'relay1', 'secondary', t.file]);
+    const c = await client(t, 'primary');
+    const n = 200;
+    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+    c.close();
+    expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+    expect((await secondaryVolume(t)).sequence).to.equal(0);
+
+    process.kill(pidOf(t, 'relay1'), 'SIGKILL');
+    await sleep(200);
+    await kura(cli, ['up', t.file, '--detach', '--node', 'relay1']);
+    await kura(cli, ['link', 'up', 'relay1', 'secondary', t.file]);
+    const sec = await until('the secondary applies all writes', async () => {
+      const v = await secondaryVolume(t!);
+      return v.sequence === n ? v : undefined;
+    }, 60000);
+    expect(sec.appliedBytes, 'each write applied exactly once').to.equal(n * 8 * BS);
+    expect(await until('the relay drains', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000)).to.equal(0);
+    const v = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
+  });
+
+  it('a primary killed mid-stream leaves the secondary a prefix of the write history holding every acknowledged write', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-primary-'), spec('primary-crash'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const c = await client(t, 'primary');
+    const acked: number[] = [];
+    let i = 0;
+    let stop = false;
+    // QD1: the history's order is the order writes were acknowledged.
+    const writer = (async () => {
+      while (!stop) {
+        const k = i++;
+        await c.write(8 * k, BS, block(k));
+        acked.push(k);
+      }
+    })().catch(() => {});
+    await sleep(1500 + Math.floor(Math.random() * 1000));
+    process.kill(pidOf(t, 'primary'), 'SIGKILL');
+    stop = true;
+    await writer;
+    c.close();
+    expect(acked.length).to.be.greaterThan(20);
+    await until('the relay drains', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    await kura(cli, ['promote', 'vol0', t.file]);
+    const sec = await secondaryVolume(t);
+    // Prefix: blocks 0..k-1 hold writes 0..k-1, everything after is untouched; k covers every ack.
+    const r = await client(t, 'secondary');
+    const blocks = Math.min(i + 4, 32 * 2 ** 20 / (8 * BS));
+    const data = (await r.read(0, BS, blocks * 8)).data;
+    r.close();
+    let k = 0;
+    while (k < blocks && data.subarray(k * 8 * BS, (k + 1) * 8 * BS).equals(block(k))) k++;
+    for (let j = k; j < blocks; j++) {
+      expect(data.subarray(j * 8 * BS, (j + 1) * 8 * BS).equals(Buffer.alloc(8 * BS)), `block ${j} after the prefix of ${k} writes is untouched`).to.equal(true);
+    }
+    expect(k, `the prefix (${k} writes) holds every acknowledged write (${acked.length})`).to.be.at.least(acked.length);
+    expect(sec.sequence).to.equal(k);
+  });
+
+  it('a partitioned secondary keeps host writes flowing (the relay buffers); healed, kura verify finds no difference', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-part-'), spec('partition'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    await kura(cli, ['link', 'down', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['link', 'down', 'primary', 'secondary', t.file]);
+    const c = await client(t, 'primary');
+    const started = Date.now();
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(Array.from({ length: 40 }, (_, j) => c.write(8 * (round * 40 + j), BS, block(round * 1000 + j))));
+    }
+    const ms = Date.now() - started;
+    expect(ms, 'host writes do not wait for the partitioned secondary').to.be.below(20000);
+    expect(await relayBacklog(t)).to.equal(200);
+    // Different content on the two sides while partitioned: verify says so.
+    const diff = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    expect(diff.code, diff.stdout + diff.stderr).to.equal(1);
+    await kura(cli, ['link', 'up', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
+    await until('the relay drains after healing', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 60000);
+    c.close();
+    const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    expect(same.code, same.stdout + same.stderr).to.equal(0);
+  });
+
+  it('the secondary is read-only over iSCSI (write protected) until kura promote; kura copy backs a volume up to it', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-ro-'), spec('readonly'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const s = await client(t, 'secondary');
+    const refused = await s.command(Buffer.from([0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]), { dataOut: Buffer.alloc(BS) });
+    expect(refused.status).to.equal(0x02);
+    expect(refused.sense).to.deep.include({ key: 0x07 }); // DATA PROTECT (WRITE PROTECTED)
+    s.close();
+
+    // A backup copy (000-E1) of a range through the relay: progress, completion, the same data after.
+    const c = await client(t, 'primary');
+    await Promise.all(Array.from({ length: 16 }, (_, i) => c.write(8 * i, BS, block(i))));
+    c.close();
+    const copied = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'copy', 'vol0', t.file, '--lba', '0', '--blocks', '128'], { timeoutMs: 60000 });
+    expect(copied.code, copied.stdout + copied.stderr).to.equal(0);
+    expect(copied.stdout).to.match(/vol0: copied 128 blocks to secondary/);
+    await until('the secondary caught up', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    expect(same.code, same.stdout + same.stderr).to.equal(0);
+
+    await kura(cli, ['promote', 'vol0', t.file]);
+    expect(nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'vol0')).to.deep.include({ writable: true });
+    const w = await client(t, 'secondary');
+    await w.write(0, BS, Buffer.alloc(BS, 7));
+    expect((await w.read(0, BS, 1)).data.equals(Buffer.alloc(BS, 7))).to.equal(true);
+    w.close();
+  });
+});
