@@ -204,4 +204,38 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect((await w.read(0, BS, 1)).data.equals(Buffer.alloc(BS, 7))).to.equal(true);
     w.close();
   });
+
+  it('EXTENDED COPY from the host naming the remote LU (000-E1 backup): the range lands on the secondary, not on the primary', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-xcopy-'), spec('xcopy'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const naaOf = async (c: IscsiClient): Promise<Buffer> => {
+      const page = (await c.command(Buffer.from([0x12, 1, 0x83, 0, 255, 0]), { dataIn: 255 })).data;
+      for (let at = 4; at + 4 <= page.length;) {
+        const len = page[at + 3]!;
+        if ((page[at + 1]! & 0x3f) === 0x03 && len === 16) return page.subarray(at + 4, at + 20);
+        at += 4 + len;
+      }
+      throw new Error('no NAA designator in VPD 83h');
+    };
+    const c = await client(t, 'primary');
+    const s = await client(t, 'secondary');
+    const local = await naaOf(c);
+    const remote = await naaOf(s);
+    expect(local.equals(remote), 'the two copies are different LUs').to.equal(false);
+    await Promise.all(Array.from({ length: 4 }, (_, i) => c.write(8 * i, BS, block(i))));
+    const descriptor = (naa: Buffer) => [0xe4, 0, 0, 0, 0x01, 0x03, 0, 16, ...naa, 0, 0, 0, 0, 0, 0, 0x02, 0x00];
+    const targets = [...descriptor(local), ...descriptor(remote)];
+    // One block-to-block segment: 32 blocks from LBA 0 of the primary to LBA 4096 of the secondary.
+    const seg = [0x02, 0, 0, 0x18, 0, 0, 0, 1, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0];
+    const params = Buffer.from([1, 0, 0, targets.length, 0, 0, 0, 0, 0, 0, 0, seg.length, 0, 0, 0, 0, ...targets, ...seg]);
+    const cdb = Buffer.from([0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, params.length, 0, 0]);
+    const res = await c.command(cdb, { dataOut: params });
+    expect(res.status, JSON.stringify(res.sense)).to.equal(0);
+    await until('the relay forwarded the copy', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    const copied = (await s.read(4096, BS, 32)).data;
+    expect(copied.equals(Buffer.concat([0, 1, 2, 3].map(block))), 'the secondary holds the range at the destination LBA').to.equal(true);
+    expect((await c.read(4096, BS, 32)).data.equals(Buffer.alloc(32 * BS)), 'the primary\'s own blocks there are untouched').to.equal(true);
+    c.close();
+    s.close();
+  });
 });
