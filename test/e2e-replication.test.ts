@@ -13,7 +13,7 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
 import { IscsiClient } from '../bench/lib/iscsi-client.js';
-import { kura, nodeOf, startTopology, waitPeersUp, type RunningTopology, type TopologySpec } from '../bench/lib/kura-topology.js';
+import { kura, nodeOf, relayTopology, startTopology, waitPeersUp, type RunningTopology, type TopologySpec } from '../bench/lib/kura-topology.js';
 import { run } from '../bench/processes.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
 
@@ -23,20 +23,9 @@ const TARGET = 'iqn.2026-11.dev.kura:vol0';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function spec(name: string): TopologySpec {
-  return {
-    name, disasterRadiusKm: 30,
-    nodes: [
-      { name: 'primary', role: 'controller', km: 0 },
-      { name: 'relay1', role: 'relay', km: 100 },
-      { name: 'secondary', role: 'controller', km: 500 },
-    ],
-    links: [
-      { between: ['primary', 'relay1'], distanceKm: 100, bandwidthBps: 1e9 },
-      { between: ['relay1', 'secondary'], distanceKm: 400, bandwidthBps: 1e9 },
-      { between: ['primary', 'secondary'], distanceKm: 500, bandwidthBps: 1e9 },
-    ],
-    volumes: [{ name: 'vol0', size: '32MiB', primary: 'primary', secondary: 'secondary', relays: ['relay1'], ackMode: 'relay-durable' }],
-  };
+  const s = relayTopology({ name, relayKm: 100, secondaryKm: 500 }, ['relay-durable'], { bandwidthBps: 1e9, volumeSize: '32MiB' });
+  s.volumes[0]!.name = 'vol0';
+  return s;
 }
 
 /** Block i of the history: 8 blocks (4 KiB) at LBA 8i, stamped with i. */
@@ -78,7 +67,7 @@ async function secondaryVolume(t: RunningTopology) {
 }
 
 async function relayBacklog(t: RunningTopology): Promise<number> {
-  return (await t.nodeStatus('relay1')).relay!.backlogRecords;
+  return (await t.nodeStatus('relay')).relay!.backlogRecords;
 }
 
 describe('replication through a relay, real processes (kura up; kill -9)', function () {
@@ -93,7 +82,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     t = await startTopology(cli, tempDir('kura-repl-relay-'), spec('relay-crash'));
     await waitPeersUp(t, 'primary', ['vol0']);
     // Cut relay -> secondary: the relay acknowledges (journal) but cannot forward.
-    await kura(cli, ['link', 'down', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
     const c = await client(t, 'primary');
     const n = 200;
     await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
@@ -101,10 +90,10 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
     expect((await secondaryVolume(t)).sequence).to.equal(0);
 
-    process.kill(pidOf(t, 'relay1'), 'SIGKILL');
+    process.kill(pidOf(t, 'relay'), 'SIGKILL');
     await sleep(200);
-    await kura(cli, ['up', t.file, '--detach', '--node', 'relay1']);
-    await kura(cli, ['link', 'up', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['up', t.file, '--detach', '--node', 'relay']);
+    await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
     const sec = await until('the secondary applies all writes', async () => {
       const v = await secondaryVolume(t!);
       return v.sequence === n ? v : undefined;
@@ -156,7 +145,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
   it('a partitioned secondary keeps host writes flowing (the relay buffers); healed, kura verify finds no difference', async () => {
     t = await startTopology(cli, tempDir('kura-repl-part-'), spec('partition'));
     await waitPeersUp(t, 'primary', ['vol0']);
-    await kura(cli, ['link', 'down', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
     await kura(cli, ['link', 'down', 'primary', 'secondary', t.file]);
     const c = await client(t, 'primary');
     const started = Date.now();
@@ -169,7 +158,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     // Different content on the two sides while partitioned: verify says so.
     const diff = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
     expect(diff.code, diff.stdout + diff.stderr).to.equal(1);
-    await kura(cli, ['link', 'up', 'relay1', 'secondary', t.file]);
+    await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
     await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
     await until('the relay drains after healing', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 60000);
     c.close();

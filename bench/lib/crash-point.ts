@@ -15,7 +15,7 @@ import type { GuestImage } from '../../qemu/image-builder.js';
 import { fsckLun, writeImageToLun } from '../../qemu/lun.js';
 import { runVm, type Accel } from '../../qemu/vm.js';
 import { Random } from '../../hal/sim/random.js';
-import { kura, nodeOf, startTopology, waitPeersUp, type KuraCli, type RunningTopology } from './kura-topology.js';
+import { kura, nodeOf, relayTopology, startTopology, waitPeersUp, type KuraCli, type RunningTopology } from './kura-topology.js';
 
 export interface CrashPointOptions {
   cli: KuraCli;
@@ -69,21 +69,9 @@ export async function runCrashPoint(o: CrashPointOptions): Promise<CrashPointRes
   const killAfterFiles = 1 + rnd.int(files - 2);
   const extraMs = rnd.int(400);
   fs.mkdirSync(o.dir, { recursive: true });
-  const t = await startTopology(o.cli, o.dir, {
-    name: `crash-${o.seed}`,
-    disasterRadiusKm: 30,
-    nodes: [
-      { name: 'primary', role: 'controller', km: 0 },
-      { name: 'relay1', role: 'relay', km: 100 },
-      { name: 'secondary', role: 'controller', km: 500 },
-    ],
-    links: [
-      { between: ['primary', 'relay1'], distanceKm: 100, bandwidthBps: 1e9 },
-      { between: ['relay1', 'secondary'], distanceKm: 400, bandwidthBps: 1e9 },
-      { between: ['primary', 'secondary'], distanceKm: 500, bandwidthBps: 1e9 },
-    ],
-    volumes: [{ name: 'root', size: '96MiB', primary: 'primary', secondary: 'secondary', relays: ['relay1'], ackMode: 'relay-durable' }],
-  });
+  const spec = relayTopology({ name: `crash-${o.seed}`, relayKm: 100, secondaryKm: 500 }, ['relay-durable'], { bandwidthBps: 1e9, volumeSize: '96MiB' });
+  spec.volumes[0]!.name = 'root';
+  const t = await startTopology(o.cli, o.dir, spec);
   const url = (node: string) => {
     const p = t.iscsi.get(node)!;
     return `iscsi://${p.host}:${p.port}/iqn.2026-11.dev.kura:root/0`;
@@ -129,7 +117,7 @@ export async function runCrashPoint(o: CrashPointOptions): Promise<CrashPointRes
     log(`seed ${o.seed}: crashed after ${announced.length} fsynced files (target ${killAfterFiles} + ${extraMs} ms)`);
 
     at = Date.now();
-    await waitRelayDrained(t, 'relay1', 60_000);
+    await waitRelayDrained(t, 'relay', 60_000);
     const drain = Date.now() - at;
     await kura(o.cli, ['promote', 'root', t.file]);
     const sec = nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'root');

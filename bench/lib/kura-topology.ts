@@ -328,3 +328,4 @@ export async function measuredRtts(t: RunningTopology, nodes: string[], duration
 export function rttBetween(rtts: Record<string, number>, a: string, b: string): number | undefined {
   return rtts[`${a}->${b}`] ?? rtts[`${b}->${a}`];
 }
+
