@@ -23,6 +23,32 @@ export interface StatusReport {
   topology: string;
   file: string;
   nodes: NodeReport[];
+  /** Per replicated volume: what its secondary does not hold yet (computed from the nodes' reports). */
+  replication?: VolumeLag[];
+}
+
+export interface VolumeLag {
+  volume: string;
+  /** Writes the primary sequenced that the secondary has not applied; null when either is down. */
+  lagWrites: number | null;
+  /** Bytes on their way: not yet at a relay (primary) plus held by the volume's relays. */
+  lagBytes: number;
+}
+
+/**
+ * Replication lag of each volume: the primary's sequence against the secondary's applied one (same
+ * generation), and the bytes still on their way (the primary's unacknowledged ones plus the relays'
+ * backlogs).
+ */
+export function replicationLag(t: Topology, r: StatusReport): VolumeLag[] {
+  const status = new Map(r.nodes.map((n) => [n.node, n.status]));
+  return t.volumes.filter((v) => v.secondary !== undefined).map((v) => {
+    const p = status.get(v.primary)?.volumes.find((x) => x.volume === v.name && x.role === 'primary');
+    const s = status.get(v.secondary!)?.volumes.find((x) => x.volume === v.name);
+    const relayBytes = v.relays.reduce((n, name) => n + (status.get(name)?.relay?.backlogBytes ?? 0), 0);
+    const lagWrites = p && s && p.generation === s.generation ? Math.max(0, p.sequence - s.sequence) : null;
+    return { volume: v.name, lagWrites, lagBytes: (p?.lagBytes ?? 0) + relayBytes };
+  });
 }
 
 export async function collectStatus(t: Topology, file: string, timeoutMs = 2000): Promise<StatusReport> {
@@ -35,7 +61,9 @@ export async function collectStatus(t: Topology, file: string, timeoutMs = 2000)
       return { ...base, up: false, ...(pid === undefined ? {} : { pid }), error: (err as Error).message };
     }
   }));
-  return { topology: t.name, file, nodes };
+  const report: StatusReport = { topology: t.name, file, nodes };
+  report.replication = replicationLag(t, report);
+  return report;
 }
 
 export function bytes(n: number): string {
@@ -77,6 +105,7 @@ function nodeRows(r: StatusReport): string[][] {
 
 function volumeRows(r: StatusReport): string[][] {
   const rows: string[][] = [];
+  const lag = new Map((r.replication ?? []).map((l) => [l.volume, l]));
   for (const n of r.nodes) {
     for (const v of n.status?.volumes ?? []) {
       const primary = v.role === 'primary';
@@ -86,13 +115,18 @@ function volumeRows(r: StatusReport): string[][] {
       if (v.resync) notes.push(`resync ${v.resync.state} ${v.resync.totalBlocks ? Math.floor((100 * v.resync.doneBlocks) / v.resync.totalBlocks) : 0}%`);
       rows.push([
         v.volume, n.node, v.role, v.ackMode, `${v.generation}:${v.sequence}`,
-        primary ? `${v.lagWrites} writes, ${bytes(v.lagBytes)}` : '-',
+        primary ? lagText(lag.get(v.volume), v) : '-',
         primary ? String(v.pendingAck) : '-',
         notes.join(', '),
       ]);
     }
   }
   return rows;
+}
+
+function lagText(l: VolumeLag | undefined, p: { lagWrites: number; lagBytes: number }): string {
+  if (l === undefined) return `${p.lagWrites} writes, ${bytes(p.lagBytes)}`;
+  return `${l.lagWrites === null ? '?' : l.lagWrites} writes, ${bytes(l.lagBytes)}`;
 }
 
 /** One row per pair of nodes with a link or a connection, seen from both sides (each shapes its own direction). */

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import type { Logger } from '../hal/types.js';
 import { systemClock } from '../hal/system-clock.js';
 import { JsonStateStore } from '../hal/state-store.js';
+import { RecordFile } from '../hal/record-file.js';
 import { openFileDevice } from '../hal/file-device.js';
 import type { BlockDevice } from '../hal/block-device.js';
 import type { Network, StreamListener } from '../hal/transport.js';
@@ -131,6 +132,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
   const mirrorings = new Map<string, { m: Mirroring; index: number; copy?: { state: 'needed' | 'running' | 'done'; doneBlocks: number; totalBlocks: number } }>();
   const secondaries: Array<{ name: string; index: number; inner?: ControllerVolume; state: AppliedState | undefined }> = [];
   const writable = new Set<string>();
+  const watermarks = new Map<number, RecordFile>();
 
   for (const { v, index } of mine) {
     if (v.primary === me.name) {
@@ -151,7 +153,12 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       for (const r of v.relays) links.dial(r, (l) => m.setLink(r, l));
       if (v.secondary !== undefined) links.dial(v.secondary, (l) => m.setLink(v.secondary!, l));
     } else {
-      secondaries.push({ name: v.name, index, state: (await states.load(`applied-${v.name}`)) as AppliedState | undefined });
+      // The applied watermark: a record file (one O_DSYNC write per group commit); a data directory
+      // from before it has a JSON document instead, read once, superseded by the first save.
+      const record = await RecordFile.open(join(dataDir, 'state', `applied-${v.name}.rec`));
+      watermarks.set(index, record);
+      const state = (record.load() ?? (await states.load(`applied-${v.name}`))) as AppliedState | undefined;
+      secondaries.push({ name: v.name, index, state });
     }
   }
 
@@ -182,7 +189,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
     secondary = new SecondaryUnit({
       logger: log,
       volumes: secondaries.map((s) => ({ index: s.index, volume: inners.get(s.name)!, state: s.state })),
-      persist: (index, state) => states.save(`applied-${t.volumes[index]!.name}`, state),
+      persist: (index, state) => watermarks.get(index)!.save(state),
     });
   }
   const listener = await links.listen(secondary?.handler ?? refuseWrites(me.name)).catch(async (err: unknown) => {
@@ -225,7 +232,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       iscsi: node.urls,
       volumes: [
         ...[...mirrorings.values()].map(({ m, copy: c }) => ({ ...m.status(), ...(c === undefined ? {} : { resync: { ...c } }) })),
-        ...secondaries.map((s) => secondary!.status(s.index)),
+        ...secondaries.map((s) => ({ ...secondary!.status(s.index), ackMode: t.volumes[s.index]!.ackMode })),
       ],
       links: base.links(),
     }),
@@ -255,6 +262,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       }
       await links.close();
       await node.stop();
+      for (const w of watermarks.values()) await w.close().catch(() => {});
     },
   };
 }
@@ -265,7 +273,8 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
   if (me.storage === 'journal') {
     const path = join(dataDir, 'journal.img');
     const fresh = !existsSync(path);
-    device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log });
+    // The group commit's fdatasync is on every relay-durable write's path: inline while fast.
+    device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
     if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
     const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log });
     log.info({ recovery: opened.recovery }, 'relay journal opened');
