@@ -24,10 +24,13 @@ import { z } from 'zod';
 import type { Logger } from '../hal/types.js';
 import type { WanLinkState } from './topology-network.js';
 import type { NodeStatus as TopologyNodeStatus } from './topology-node.js';
+import type { PreciseSchedulerStats } from '../hal/precise-timer.js';
 
 /** What `GET /status` answers: the node's own status, plus the emulated links leaving it. */
 export interface NodeStatus extends TopologyNodeStatus {
   wan?: WanLinkState[];
+  /** The WAN emulation's sub-millisecond timers (hal/precise-timer.ts) in this process. */
+  timer?: PreciseSchedulerStats & { mode: string; spinMs: number };
 }
 
 export interface DigestResult {

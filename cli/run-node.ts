@@ -5,7 +5,7 @@
  * stdout; SIGINT / SIGTERM or POST /stop shut it down cleanly.
  */
 import { createLogger } from '../hal/logger.js';
-import { preciseClock } from '../hal/precise-timer.js';
+import { preciseClock, preciseScheduler } from '../hal/precise-timer.js';
 import { AdminRequestError, startAdminServer, type NodeStatus } from './admin.js';
 import { ConfigError } from './config.js';
 import { topologyNetwork } from './topology-network.js';
@@ -42,7 +42,11 @@ export async function runTopologyNode(o: NodeRunOptions, io: Io = processIo): Pr
   const status = (): NodeStatus => {
     const s = ready().status();
     const byPeer = new Map(wan.linkStates().map((l) => [l.peer, l]));
-    return { ...s, links: s.links.map((l) => ({ ...l, partitioned: byPeer.get(l.peer)?.partitioned ?? l.partitioned })), wan: [...byPeer.values()] };
+    const timer = preciseScheduler();
+    return {
+      ...s, links: s.links.map((l) => ({ ...l, partitioned: byPeer.get(l.peer)?.partitioned ?? l.partitioned })), wan: [...byPeer.values()],
+      timer: { ...timer.stats, mode: timer.mode, spinMs: timer.spinMs },
+    };
   };
   const volumeOf = (volume: string) => {
     const v = ready().status().volumes.find((x) => x.volume === volume);

@@ -19,7 +19,7 @@ import type { Logger } from '../hal/types.js';
 import { systemClock } from '../hal/system-clock.js';
 import { JsonStateStore } from '../hal/state-store.js';
 import { RecordFile } from '../hal/record-file.js';
-import { openFileDevice } from '../hal/file-device.js';
+import { createZeroedFile, openFileDevice } from '../hal/file-device.js';
 import type { BlockDevice } from '../hal/block-device.js';
 import type { Network, StreamListener } from '../hal/transport.js';
 import { PeerLink, type PeerHandler } from '../firmware/peer/peer-link.js';
@@ -85,6 +85,18 @@ interface PrimaryState {
 }
 
 const TARGET_PREFIX = 'iqn.2026-11.dev.kura:';
+
+/**
+ * Receive window and send queue of every peer link. The PeerLink default (4 MiB) holds four 1 MiB
+ * writes: on a 1 Gb/s, 10 ms link a write's credit comes back ~10 ms after its last byte left, while
+ * the other three take 25 ms to serialize, so a pause of the peer's event loop (a full garbage
+ * collection is 10-50 ms on a loaded 2-core machine) left the link idle. 16 MiB is 130 ms of a
+ * 1 Gb/s link: room for such pauses (a node holds at most that much per peer).
+ */
+const LINK_WINDOWS = {
+  receiveWindow: { bytes: 16 * 2 ** 20, commands: 256 },
+  sendQueue: { bytes: 16 * 2 ** 20, commands: 256 },
+} as const;
 
 export function unitIdOf(t: Topology, node: string): number {
   const i = t.nodes.findIndex((n) => n.name === node);
@@ -273,7 +285,10 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
   if (me.storage === 'journal') {
     const path = join(dataDir, 'journal.img');
     const fresh = !existsSync(path);
-    // The group commit's fdatasync is on every relay-durable write's path: inline while fast.
+    // The group commit's fdatasync is on every relay-durable write's path: inline while fast, and
+    // over written blocks (a sparse file's first lap round the ring would change its metadata at
+    // every record, and every flush would wait for a file system journal commit).
+    if (fresh) await createZeroedFile(path, me.journalSize);
     device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
     if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
     const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log });
@@ -295,6 +310,10 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
     mode: first?.relayMode ?? 'store-and-forward',
     defaultDestination: destinations[0] === undefined ? 0 : unitIdOf(t, destinations[0]),
     downstream: (unit) => down.get(unit),
+    // As many as the link's window takes: a record in flight waits ~one relay-secondary round trip
+    // plus the secondary's group commit, so 64 at once drained a backlog at ~8000 writes/s on a
+    // 6 ms link, less than a primary's asynchronous (local) mode puts in at QD16.
+    maxInFlight: LINK_WINDOWS.receiveWindow.commands,
   });
   for (const d of destinations) {
     const unit = unitIdOf(t, d);
@@ -396,7 +415,7 @@ class PeerLinks {
     this.listener = await this.network.listen(ep.host, ep.port, (transport) => {
       const link = new PeerLink({
         clock: systemClock, logger: this.log.child({ link: 'inbound' }), role: 'acceptor', unitId: this.unitId, key: this.key,
-        random: randomBytes, handler, onClose: (err) => {
+        ...LINK_WINDOWS, random: randomBytes, handler, onClose: (err) => {
           this.accepted.delete(link);
           this.log.info({ peer: link.peerInfo?.unitId, reason: err.message }, 'inbound peer link closed');
         },
@@ -425,7 +444,7 @@ class PeerLinks {
     while (!this.closed) {
       const link = new PeerLink({
         clock: systemClock, logger: this.log.child({ link: peer }), role: 'initiator', unitId: this.unitId, key: this.key,
-        expectedPeer: unitIdOf(this.t, peer), random: randomBytes, handler: d.handler ?? refuseWrites(this.me.name),
+        ...LINK_WINDOWS, expectedPeer: unitIdOf(this.t, peer), random: randomBytes, handler: d.handler ?? refuseWrites(this.me.name),
       });
       try {
         await this.network.connect(target.peer.host, target.peer.port, (transport) => link.attach(transport));

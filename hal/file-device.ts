@@ -45,6 +45,12 @@ export interface FileDeviceOptions {
   punchHoles?: boolean;
   /** Where pread/pwrite run (hal/inline-io.ts): default 'auto' (inline while fast). */
   io?: FileIoMode;
+  /**
+   * Run flush's fdatasync where pread/pwrite run (inline while fast, under `io` 'auto') instead of
+   * always on the threadpool: no thread hand-off on a latency-critical group commit (the relay
+   * journal), at the price of the event loop waiting for the disk meanwhile. Default false.
+   */
+  inlineSync?: boolean;
   /** Says once, at open, when discards cannot deallocate. */
   logger?: Logger;
 }
@@ -91,7 +97,7 @@ export async function openFileDevice(path: string, opts: FileDeviceOptions = {})
     }
     const sparse = st.isFile() && opts.punchHoles !== false ? await sparseOps(path, fd, Number(st.size), !!opts.readOnly, opts.logger ?? nullLogger) : null;
     return new FileDevice(path, fd, size, writeCache && !opts.readOnly, !!opts.readOnly,
-      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD, sparse, new FileIoPath(opts.io ?? 'auto'));
+      opts.punchHoleThreshold ?? DEFAULT_PUNCH_THRESHOLD, sparse, new FileIoPath(opts.io ?? 'auto'), opts.inlineSync === true);
   } catch (err) {
     fs.closeSync(fd);
     throw err;
@@ -138,6 +144,7 @@ class FileDevice implements BlockDevice {
     private readonly punchHoleThreshold: number,
     private readonly sparse: SparseFileOps | null,
     private readonly io: FileIoPath,
+    private readonly inlineSync: boolean,
   ) {
     this.name = `file:${path}`;
     this.fd = fd;
@@ -247,7 +254,9 @@ class FileDevice implements BlockDevice {
   }
 
   private startSync(): Promise<void> {
-    const p = this.track(fdatasync(this.fd)).catch((err: NodeJS.ErrnoException) => {
+    const fd = this.fd;
+    const sync = new Promise<void>((resolve, reject) => this.io.fdatasync(fd, this.inlineSync, (err) => (err ? reject(err) : resolve())));
+    const p = this.track(sync).catch((err: NodeJS.ErrnoException) => {
       this.poisoned ??= deviceError('flush', 0, 0, err);
       throw this.poisoned;
     }).finally(() => {
@@ -294,6 +303,34 @@ class FileDevice implements BlockDevice {
 }
 
 function noop(): void {}
+
+/**
+ * Make `path` a file of `size` bytes of written zeroes (not a sparse one), durably: written under a
+ * temporary name, fsynced, renamed, directory fsynced. On ext4 and the like, a write into a hole
+ * (or into fallocate's unwritten extents) changes the file's metadata, so the fdatasync after it must
+ * commit the file system's journal, and waits for any commit other files' fsyncs started; a write
+ * over written blocks needs only the data and a cache flush. For a medium whose flush is on a
+ * latency-critical path (the relay journal).
+ */
+export async function createZeroedFile(path: string, size: number): Promise<void> {
+  if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`${path}: size must be a positive integer, got ${size}`);
+  const tmp = `${path}.zeroing-${process.pid}`;
+  const fh = await fs.promises.open(tmp, 'w', 0o644);
+  try {
+    for (let pos = 0; pos < size; pos += ZERO_CHUNK.length) {
+      const n = Math.min(ZERO_CHUNK.length, size - pos);
+      await fh.write(ZERO_CHUNK, 0, n, pos);
+    }
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(noop);
+    await fs.promises.unlink(tmp).catch(noop);
+    throw err;
+  }
+  await fh.close();
+  await fs.promises.rename(tmp, path);
+  fsyncDirectory(dirname(path));
+}
 
 function fsyncDirectory(dir: string): void {
   const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);

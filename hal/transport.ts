@@ -14,6 +14,12 @@ export interface StreamTransport {
    * mark: the caller should stop producing until StreamHandler.onDrain.
    */
   write(chunks: readonly Uint8Array[], done?: (err?: Error) => void): boolean;
+  /**
+   * Optional: hand what write() queued to the OS now rather than when the transport would (the real
+   * TCP transport gathers a loop turn's writes into one syscall). For a caller whose write is a
+   * batch already and whose timing matters (the WAN emulation's timed deliveries).
+   */
+  flushNow?(): void;
   /** Stop delivering onData until resumeReading() (receive-side backpressure). */
   pauseReading(): void;
   resumeReading(): void;

@@ -84,7 +84,10 @@ export class Inbound implements InboundWrite {
 
   allocate(): void {
     assert(!this.allocated, 'inbound write allocated twice');
-    this.data = Buffer.alloc(this.length);
+    // Not zeroed: only [0, received) is ever read, and a write completes only once all of it was
+    // written (a corrupt frame's range stays unwritten, but that write is refused). At replication
+    // rates the zeroing was a pass over every byte for nothing.
+    this.data = Buffer.allocUnsafe(this.length);
     this.allocated = true;
   }
 

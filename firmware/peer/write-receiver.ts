@@ -8,14 +8,23 @@
  * When all of a write's data is in, the handler's onWrite decides the RECEPTION_COMPLETE (with the
  * durability it reached) or a per-command ERROR. A buffer goes back to the window when onWrite
  * settles, or later if the handler retained it; the released bytes and commands go back to the
- * peer as cumulative counters in the next RECEPTION_COMPLETE, or in a CREDIT frame.
+ * peer as cumulative counters in the next RECEPTION_COMPLETE, or in a CREDIT frame: at once when
+ * what the peer has not been told of reaches a quarter of the window (bytes or commands), or the
+ * window looks three quarters full from the peer's side, else
+ * after CREDIT_DELAY_MS unless an answer carries it first (a relay releases each buffer when the
+ * secondary confirms it, milliseconds after its answer: a CREDIT frame per write would cost the
+ * link a frame, and both nodes a send and a wake-up, for credit the peer does not need yet).
  */
 import { ErrorCode, Flag, FrameType, MAX_ERROR_TEXT, type Frame, type FrameInit } from './frame.js';
 import { Inbound, type Durability } from './inbound-write.js';
 import type { LinkContext, PeerHandler } from './link-types.js';
 import { PeerError } from './errors.js';
 import { Ring } from '../ring.js';
+import type { Timer } from '../../hal/clock.js';
 import { sameId } from './write-sender.js';
+
+/** How long credit below a quarter of the window may wait for an answer to carry it, ms. */
+export const CREDIT_DELAY_MS = 5;
 
 export class WriteReceiver {
   private readonly inbound = new Map<number, Inbound>();
@@ -30,6 +39,7 @@ export class WriteReceiver {
   /** RECEPTION_COMPLETE / CREDIT frames queued: each will carry the latest counters. */
   private carriers = 0;
   private creditScheduled = false;
+  private creditTimer: Timer | null = null;
   private ended = false;
 
   constructor(
@@ -112,6 +122,8 @@ export class WriteReceiver {
   /** The link ended: whoever waits for data hears why; releases no longer count. */
   failAll(err: Error): void {
     this.ended = true;
+    this.creditTimer?.cancel();
+    this.creditTimer = null;
     for (const inb of this.inbound.values()) inb.fail(err);
     this.inbound.clear();
     while (this.prepQueue.shift() !== undefined);
@@ -203,15 +215,42 @@ export class WriteReceiver {
     this.ctx.out().flush();
   }
 
-  /** Return credit at the end of this turn, unless a queued answer carries it anyway. */
+  /**
+   * Return credit at the end of this turn if the peer lacks a quarter of the window, else after
+   * CREDIT_DELAY_MS; unless a queued (or later) answer carries it anyway.
+   */
   private scheduleCredit(): void {
     if (this.creditScheduled) return;
     this.creditScheduled = true;
     queueMicrotask(() => {
       this.creditScheduled = false;
-      if (this.ended || !this.ctx.isOpen() || this.carriers > 0) return;
-      if (this.releasedBytes === this.toldBytes && this.releasedCommands === this.toldCommands) return;
-      this.control({ type: FrameType.CREDIT, sourceUnit: this.ctx.unitId, releasedBytes: 0, releasedCommands: 0 });
+      if (this.ended || !this.ctx.isOpen() || this.carriers > 0 || this.told()) return;
+      const bytes = this.releasedBytes - this.toldBytes;
+      const commands = this.releasedCommands - this.toldCommands;
+      // What the peer believes is in use: a window it sees three quarters full may be holding it back.
+      const seenBytes = this.usedBytes + bytes;
+      const seenCommands = this.usedCommands + commands;
+      if (bytes * 4 >= this.window.bytes || commands * 4 >= this.window.commands
+        || seenBytes * 4 >= this.window.bytes * 3 || seenCommands * 4 >= this.window.commands * 3) {
+        this.sendCredit();
+        return;
+      }
+      this.creditTimer ??= this.ctx.clock.setTimer(CREDIT_DELAY_MS, () => {
+        this.creditTimer = null;
+        if (this.ended || !this.ctx.isOpen() || this.carriers > 0 || this.told()) return;
+        this.sendCredit();
+      });
     });
+  }
+
+  /** The peer knows of every release. */
+  private told(): boolean {
+    return this.releasedBytes === this.toldBytes && this.releasedCommands === this.toldCommands;
+  }
+
+  private sendCredit(): void {
+    this.creditTimer?.cancel();
+    this.creditTimer = null;
+    this.control({ type: FrameType.CREDIT, sourceUnit: this.ctx.unitId, releasedBytes: 0, releasedCommands: 0 });
   }
 }

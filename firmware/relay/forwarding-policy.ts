@@ -46,6 +46,11 @@ export interface ForwardingPolicy {
   decide(s: ForwardingState): ForwardingDecision;
   /** The scheduler started forwarding this record. */
   started?(e: Pick<JournalEntry, 'seq' | 'length'>): void;
+  /**
+   * decide() and onArrival() see every pending record; otherwise only the first ones the scheduler
+   * could start now (at least one when any is pending), which is all a prefix decision needs.
+   */
+  readonly wantsAllPending?: boolean;
 }
 
 /** Store-and-forward: record, then forward at once. */
@@ -139,6 +144,8 @@ export class TimeOfDayPolicy implements ForwardingPolicy {
 /** Forward only what the secondary asked for with PULL. */
 export class PullPolicy implements ForwardingPolicy {
   readonly name = 'pull';
+  /** "Everything" is what is recorded at the pull: it must see all of it. */
+  readonly wantsAllPending = true;
   private commands = 0;
   private bytes = 0;
   private asked: { maxCommands: number; maxBytes: number } | null = null;

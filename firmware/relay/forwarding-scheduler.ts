@@ -22,7 +22,7 @@ export interface ForwardingSchedulerOptions {
   /** Send one record to the secondary; resolves on its completion of reception. */
   forward: (e: JournalEntry) => Promise<void>;
   /** Records forwarded elsewhere for now (cut-through): not started, not shown to the policy. */
-  skip?: (e: JournalEntry) => boolean;
+  skip?: (e: Pick<JournalEntry, 'seq' | 'id'>) => boolean;
   maxInFlight?: number;
   retryMs?: number;
   logger?: Logger;
@@ -81,7 +81,12 @@ export class ForwardingScheduler {
   private state(): ForwardingState {
     const c = this.o.clock;
     const skip = this.o.skip;
-    const pending = this.o.journal.pending().filter((e) => !this.inFlight.has(e.seq) && !this.releasing.has(e.seq) && !(skip?.(e) ?? false));
+    // Only what could be started now (a decision is a prefix of the pending records, and at most
+    // maxInFlight are in flight), unless the policy needs to see all of them.
+    const pending = this.o.journal.pending({
+      limit: this.o.policy.wantsAllPending === true ? undefined : this.maxInFlight,
+      skip: (e) => this.inFlight.has(e.seq) || this.releasing.has(e.seq) || (skip?.(e) ?? false),
+    });
     return { now: c.now(), wallTime: c.wallTime(), load: this.o.load(), pending };
   }
 

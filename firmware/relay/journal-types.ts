@@ -59,12 +59,28 @@ export interface JournalStats {
   failed: boolean;
 }
 
+/**
+ * Which pending records to list: a forwarding decision needs the first few the scheduler may start,
+ * not the whole backlog (listing it on every decision was quadratic in the backlog).
+ */
+export interface PendingQuery {
+  /** At most this many (default: all). */
+  limit?: number;
+  /** Leave out the records this says (before counting them against the limit). */
+  skip?: (e: Pick<JournalEntry, 'seq' | 'id'>) => boolean;
+}
+
 export interface RelayJournal {
   readonly kind: 'device' | 'battery-backed-memory';
   /** Record a command and its data; resolves once it survives the failures the medium covers. */
   append(req: AppendRequest): Promise<AppendResult>;
-  /** Records not yet released, in recording order. */
-  pending(): JournalEntry[];
+  /**
+   * The error append(req) would reject with at once (failed, closed, invalid, too large, full with
+   * whenFull 'fail'), or null: lets a 'received' answer be decided without waiting for a turn.
+   */
+  refusal(req: AppendRequest): Error | null;
+  /** Records not yet released, in recording order (the first `limit` that `skip` lets through). */
+  pending(query?: PendingQuery): JournalEntry[];
   entry(seq: number): JournalEntry | undefined;
   /** A record's data. */
   read(seq: number): Promise<Buffer>;

@@ -11,6 +11,10 @@
  *
  * Truncation. release(seq) marks a record done; the head advances over the done (and durable)
  * prefix, and the new head is written to the superblock slot the previous write did not use (FUA).
+ * That write, and its flush, wait up to truncateDelayMs while the ring has room (no append waits for
+ * space, at most half of it used, closing not begun): a superblock flush per released record would
+ * double the flushes, and an append arriving during one waits for it before its own. Later
+ * truncation only means that a crash brings back more released records to forward again.
  * A torn superblock write leaves the other slot, one generation older and still valid: its head
  * points at records that are still intact, because space is reused only after the superblock that
  * freed it is durable.
@@ -28,7 +32,7 @@
  */
 import assert from 'node:assert';
 import type { BlockDevice } from '../../hal/block-device.js';
-import type { Clock } from '../../hal/clock.js';
+import type { Clock, Timer } from '../../hal/clock.js';
 import { nullLogger, type Logger } from '../../hal/types.js';
 import { Ring } from '../ring.js';
 import {
@@ -38,7 +42,7 @@ import {
 import { scanRing, type JournalRecord, type ScanEnd, type ScanResult } from './journal-recovery.js';
 import {
   JournalClosedError, JournalFailedError, JournalFullError, RecordTooLargeError, validateAppend, type AppendRequest, type AppendResult,
-  type JournalEntry, type JournalStats, type RelayJournal,
+  type JournalEntry, type JournalStats, type PendingQuery, type RelayJournal,
 } from './journal-types.js';
 
 export interface DeviceJournalOptions {
@@ -49,6 +53,11 @@ export interface DeviceJournalOptions {
   whenFull?: 'wait' | 'fail';
   /** Payload bytes kept in memory for forwarding without reading back (default 16 MiB). */
   cacheBytes?: number;
+  /**
+   * How long a released record may wait for the superblock write that truncates it while the ring
+   * has room, ms (default 50; 0 writes it at once).
+   */
+  truncateDelayMs?: number;
 }
 
 export interface FormatOptions {
@@ -109,6 +118,14 @@ export class DeviceJournal implements RelayJournal {
   /** Records and pads from the durable head on, in sequence order (chain[chainStart] is the head). */
   private chain: JournalRecord[];
   private chainStart = 0;
+  /**
+   * chain[scan] is at or before the first record that is not both released and durable (a state
+   * records never leave): the scans for the wanted head and the pending records start there, not at
+   * chainStart. With truncation deferred, the chain holds every record released since the last
+   * superblock write, and scanning them on every release and every forwarding decision was
+   * quadratic (a relay behind by ten thousand records stalled for seconds).
+   */
+  private scan = 0;
   private readonly bySeq = new Map<number, JournalRecord>();
   private cacheUsed = 0;
 
@@ -119,6 +136,8 @@ export class DeviceJournal implements RelayJournal {
   private readonly spaceWaiters = new Ring<SpaceWaiter>();
   private truncationWaiters: TruncationWaiter[] = [];
   private sbWriting = false;
+  private readonly truncateDelayMs: number;
+  private truncateTimer: Timer | null = null;
   private failure: Error | null = null;
   private closing = false;
   private idleWaiters: (() => void)[] = [];
@@ -179,6 +198,7 @@ export class DeviceJournal implements RelayJournal {
     this.log = (opts.logger ?? nullLogger).child({ journal: opts.device.name });
     this.whenFull = opts.whenFull ?? 'wait';
     this.cacheBytes = opts.cacheBytes ?? 16 << 20;
+    this.truncateDelayMs = Math.max(0, opts.truncateDelayMs ?? 50);
     this.align = sb.align;
     this.ringStart = sb.ringStart;
     this.ringEnd = sb.ringEnd;
@@ -197,24 +217,32 @@ export class DeviceJournal implements RelayJournal {
 
   // ---- appends and group commit ------------------------------------------------------------------
 
-  append(req: AppendRequest): Promise<AppendResult> {
-    if (this.failure !== null) return Promise.reject(this.failure);
-    if (this.closing) return Promise.reject(new JournalClosedError());
+  refusal(req: AppendRequest): Error | null {
+    if (this.failure !== null) return this.failure;
+    if (this.closing) return new JournalClosedError();
     const bad = validateAppend(req);
-    if (bad !== null) return Promise.reject(bad);
+    if (bad !== null) return bad;
     const need = alignUp(RECORD_HEADER + req.data.length, this.align);
-    if (need > this.maxRecord) return Promise.reject(new RecordTooLargeError(need, this.maxRecord));
+    if (need > this.maxRecord) return new RecordTooLargeError(need, this.maxRecord);
+    if (this.whenFull === 'fail' && !(this.spaceWaiters.length === 0 && this.fits(need))) {
+      return new JournalFullError(need + this.wasteFor(need), this.capacity - this.used, this.capacity);
+    }
+    return null;
+  }
+
+  append(req: AppendRequest): Promise<AppendResult> {
+    const refused = this.refusal(req);
+    if (refused !== null) return Promise.reject(refused);
+    const need = alignUp(RECORD_HEADER + req.data.length, this.align);
     return new Promise<AppendResult>((resolve, reject) => {
       if (this.spaceWaiters.length === 0 && this.fits(need)) {
         this.place(req, resolve, reject);
         return;
       }
-      if (this.whenFull === 'fail') {
-        reject(new JournalFullError(need + this.wasteFor(need), this.capacity - this.used, this.capacity));
-        return;
-      }
       // FIFO: a record never overtakes one already waiting, so recording order is arrival order.
       this.spaceWaiters.push({ req, resolve, reject });
+      // A truncation waiting for its delay frees the space now.
+      this.truncate();
     });
   }
 
@@ -329,11 +357,13 @@ export class DeviceJournal implements RelayJournal {
 
   // ---- reading and releasing -------------------------------------------------------------------
 
-  pending(): JournalEntry[] {
+  pending(query: PendingQuery = {}): JournalEntry[] {
     const out: JournalEntry[] = [];
-    for (let i = this.chainStart; i < this.chain.length; i++) {
+    const limit = query.limit ?? Infinity;
+    const skip = query.skip;
+    for (let i = this.frontier(); i < this.chain.length && out.length < limit; i++) {
       const e = this.chain[i]!;
-      if (e.kind === KIND_WRITE && !e.released) out.push(publicEntry(e));
+      if (e.kind === KIND_WRITE && !e.released && !(skip?.(e) ?? false)) out.push(publicEntry(e));
     }
     return out;
   }
@@ -361,16 +391,30 @@ export class DeviceJournal implements RelayJournal {
     if (e === undefined || e.kind !== KIND_WRITE) return Promise.reject(new RangeError(`journal: no record ${seq}`));
     if (this.failure !== null) return Promise.reject(this.failure);
     e.released = true;
+    // Done with: its cached copy makes room for new records now, not at the (later) truncation.
+    if (e.data !== null) {
+      this.cacheUsed -= e.length;
+      e.data = null;
+    }
     const p = new Promise<void>((resolve, reject) => this.truncationWaiters.push({ seq, resolve, reject }));
     this.truncate();
     return p;
   }
 
+  /** Index of the first record that is not both released and durable (chain.length if none). */
+  private frontier(): number {
+    let i = Math.max(this.scan, this.chainStart);
+    while (i < this.chain.length && this.chain[i]!.released && this.chain[i]!.durable) i++;
+    this.scan = i;
+    return i;
+  }
+
   /** The head the superblock should hold: past every released, durable record at the front. */
   private wantedHead(): { offset: number; seq: number; floor: number } {
-    for (let i = this.chainStart; i < this.chain.length; i++) {
+    const i = this.frontier();
+    if (i < this.chain.length) {
       const e = this.chain[i]!;
-      if (!(e.released && e.durable)) return { offset: e.offset, seq: e.seq, floor: e.epoch };
+      return { offset: e.offset, seq: e.seq, floor: e.epoch };
     }
     return { offset: this.tail, seq: this.nextSeq, floor: this.epoch };
   }
@@ -378,6 +422,25 @@ export class DeviceJournal implements RelayJournal {
   private truncate(): void {
     if (this.sbWriting || this.failure !== null) return;
     if (this.wantedHead().seq === this.sb.headSeq) return;
+    if (!this.truncationUrgent()) {
+      this.truncateTimer ??= this.clock.setTimer(this.truncateDelayMs, () => {
+        this.truncateTimer = null;
+        this.truncateNow();
+      });
+      return;
+    }
+    this.truncateNow();
+  }
+
+  /** Space is (or may soon be) short, or the journal is closing: no waiting. */
+  private truncationUrgent(): boolean {
+    return this.truncateDelayMs === 0 || this.closing || this.spaceWaiters.length > 0 || this.used * 2 > this.capacity;
+  }
+
+  private truncateNow(): void {
+    this.truncateTimer?.cancel();
+    this.truncateTimer = null;
+    if (this.sbWriting || this.failure !== null || this.wantedHead().seq === this.sb.headSeq) return;
     void this.writeSuperblockNow().then(() => this.truncate(), () => {});
   }
 
@@ -407,6 +470,7 @@ export class DeviceJournal implements RelayJournal {
     }
     if (this.chainStart > 1024 && this.chainStart * 2 > this.chain.length) {
       this.chain = this.chain.slice(this.chainStart);
+      this.scan = Math.max(0, this.scan - this.chainStart);
       this.chainStart = 0;
     }
     if (this.truncationWaiters.length > 0) {
@@ -436,6 +500,8 @@ export class DeviceJournal implements RelayJournal {
     if (this.failure !== null) return;
     const f = new JournalFailedError(err);
     this.failure = f;
+    this.truncateTimer?.cancel();
+    this.truncateTimer = null;
     this.log.error({ err }, 'journal failed: appends refused until it is reopened');
     for (let i = this.chainStart; i < this.chain.length; i++) {
       const e = this.chain[i]!;
@@ -457,6 +523,8 @@ export class DeviceJournal implements RelayJournal {
   async close(): Promise<void> {
     this.closing = true;
     for (let w = this.spaceWaiters.shift(); w !== undefined; w = this.spaceWaiters.shift()) w.reject(new JournalClosedError());
+    // A truncation that was waiting goes out now (a clean restart then forwards nothing twice).
+    if (this.truncateTimer !== null) this.truncateNow();
     if (this.busy()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -474,7 +542,7 @@ export class DeviceJournal implements RelayJournal {
   stats(): JournalStats {
     let records = 0;
     let pendingBytes = 0;
-    for (let i = this.chainStart; i < this.chain.length; i++) {
+    for (let i = this.frontier(); i < this.chain.length; i++) {
       const e = this.chain[i]!;
       if (e.kind === KIND_WRITE && !e.released) {
         records++;

@@ -17,7 +17,7 @@ import type { Clock } from '../../hal/clock.js';
 import { Ring } from '../ring.js';
 import {
   JournalClosedError, JournalFullError, RecordTooLargeError, validateAppend, type AppendRequest, type AppendResult, type JournalEntry,
-  type JournalStats, type RelayJournal,
+  type JournalStats, type PendingQuery, type RelayJournal,
 } from './journal-types.js';
 
 /** Bytes each record costs besides its payload (its descriptor in the region). */
@@ -108,13 +108,22 @@ export class MemoryJournal implements RelayJournal {
     return null;
   }
 
-  append(req: AppendRequest): Promise<AppendResult> {
+  refusal(req: AppendRequest): Error | null {
     const bad = this.fenced() ?? validateAppend(req);
-    if (bad !== null) return Promise.reject(bad);
+    if (bad !== null) return bad;
     const need = MEMORY_RECORD_OVERHEAD + req.data.length;
-    if (need > this.mem.capacity) return Promise.reject(new RecordTooLargeError(need, this.mem.capacity));
+    if (need > this.mem.capacity) return new RecordTooLargeError(need, this.mem.capacity);
+    if (this.whenFull === 'fail' && !(this.waiters.length === 0 && this.mem.used + need <= this.mem.capacity)) {
+      return new JournalFullError(need, this.mem.capacity - this.mem.used, this.mem.capacity);
+    }
+    return null;
+  }
+
+  append(req: AppendRequest): Promise<AppendResult> {
+    const refused = this.refusal(req);
+    if (refused !== null) return Promise.reject(refused);
+    const need = MEMORY_RECORD_OVERHEAD + req.data.length;
     if (this.waiters.length === 0 && this.mem.used + need <= this.mem.capacity) return Promise.resolve(this.store(req));
-    if (this.whenFull === 'fail') return Promise.reject(new JournalFullError(need, this.mem.capacity - this.mem.used, this.mem.capacity));
     return new Promise((resolve, reject) => this.waiters.push({ req, resolve, reject }));
   }
 
@@ -135,8 +144,15 @@ export class MemoryJournal implements RelayJournal {
     return { seq: rec.seq, durability: 'durable' };
   }
 
-  pending(): JournalEntry[] {
-    return this.mem.records.filter((r) => !r.released).map(publicEntry);
+  pending(query: PendingQuery = {}): JournalEntry[] {
+    const out: JournalEntry[] = [];
+    const limit = query.limit ?? Infinity;
+    const skip = query.skip;
+    for (const r of this.mem.records) {
+      if (out.length >= limit) break;
+      if (!r.released && !(skip?.(r) ?? false)) out.push(publicEntry(r));
+    }
+    return out;
   }
 
   entry(seq: number): JournalEntry | undefined {

@@ -48,7 +48,7 @@ import type { CommandId } from '../processing-sequencer.js';
 import type { Durability, InboundWrite, PeerHandler, PeerInfo, PeerLink, PullRequest } from '../peer/peer-link.js';
 import type { ForwardingPolicy } from './forwarding-policy.js';
 import { ForwardingScheduler } from './forwarding-scheduler.js';
-import type { AppendResult, JournalEntry, JournalStats, RelayJournal } from './journal-types.js';
+import type { AppendRequest, AppendResult, JournalEntry, JournalStats, RelayJournal } from './journal-types.js';
 import { LoadMeter } from './load-meter.js';
 import { DestinationDownError, sendInPortions } from './relay-forward.js';
 
@@ -130,6 +130,8 @@ interface Job {
   /** onWrite will never record it: the inbound command failed (link down, bad CRC), or the unit closed. */
   abandoned: boolean;
   inStep: 'none' | 'running' | 'done';
+  /** Recorded for a 'durable' answer: the scheduler is poked once the append settled. */
+  pokeOnAppend: boolean;
 }
 
 const idKey = (id: CommandId): string => `${id.sourceUnit}/${id.issue}`;
@@ -228,7 +230,7 @@ export class RelayUnit {
     const link = this.linkTo(w.forwardTo);
     // Down, older records still waiting (it must not overtake them), or no room to hold the
     // buffer: this write goes store-and-forward.
-    if (link === undefined || this.claimedBytes + w.length > this.holdBytes || this.journal.pending().some((e) => !this.cutThroughOwns(e))) {
+    if (link === undefined || this.claimedBytes + w.length > this.holdBytes || this.journal.pending({ limit: 1, skip: (e) => this.cutThroughOwns(e) }).length > 0) {
       this.counters.cutThroughFallbacks++;
       return;
     }
@@ -285,6 +287,9 @@ export class RelayUnit {
         }
       }
     }
+    // 'received' is decided now, before the group commit (which may flush inline, on the event
+    // loop) gets its turn: the journal says at once whether it refuses the record.
+    const refused = w.ack === 'durable' ? null : this.journal.refusal(this.appendRequest(job));
     const appended = this.record(job);
     if (w.ack === 'durable') {
       try {
@@ -294,7 +299,6 @@ export class RelayUnit {
       }
       return 'durable';
     }
-    const refused = await refusedAtOnce(appended);
     if (refused !== null) throw this.refuse(w, refused);
     return 'received';
   }
@@ -339,15 +343,20 @@ export class RelayUnit {
   private newJob(w: InboundWrite): Job {
     const job: Job = {
       key: idKey(w.id), w, data: w.data, letGo: w.retain(), appendSettled: false, sending: 0, confirmed: false,
-      claimed: false, cut: 'none', abandoned: false, inStep: 'none',
+      claimed: false, cut: 'none', abandoned: false, inStep: 'none', pokeOnAppend: false,
     };
     this.jobs.set(job.key, job);
     return job;
   }
 
+  private appendRequest(job: Job): AppendRequest {
+    const w = job.w;
+    return { id: w.id, volume: w.volume, lba: w.lba, blocks: w.blocks, data: job.data, fua: w.fua, forwardTo: w.forwardTo };
+  }
+
   private record(job: Job): Promise<AppendResult> {
     const w = job.w;
-    const p = this.journal.append({ id: w.id, volume: w.volume, lba: w.lba, blocks: w.blocks, data: job.data, fua: w.fua, forwardTo: w.forwardTo });
+    const p = this.journal.append(this.appendRequest(job));
     job.append = p;
     p.then(
       (r) => {
@@ -363,7 +372,13 @@ export class RelayUnit {
       job.appendSettled = true;
       this.settle(job);
     });
-    this.scheduler.poke();
+    // A write that asked 'durable' is forwarded once its record is (settle pokes the scheduler
+    // then, after the answer went out and before it lets the buffer go, so that the forward still
+    // goes from it): its group commit and answer are on the source's path and the forward is not
+    // (the secondary is farther), so encoding and sending the forward must not hold them up. The
+    // others go on at once.
+    if (w.ack === 'durable') job.pokeOnAppend = true;
+    else this.scheduler.poke();
     return p;
   }
 
@@ -415,13 +430,23 @@ export class RelayUnit {
   }
 
   /** A record the cut-through sends (or sent): the scheduler keeps its hands off. */
-  private cutThroughOwns(e: JournalEntry): boolean {
+  private cutThroughOwns(e: Pick<JournalEntry, 'id'>): boolean {
     const job = this.jobs.get(idKey(e.id));
     return job !== undefined && (job.cut === 'running' || job.cut === 'done');
   }
 
   /** Finish a job once nothing uses its buffer any more: release, give the buffer back. */
   private settle(job: Job): void {
+    if (job.pokeOnAppend && job.appendSettled) {
+      // One microtask on: the answer to the source (queued by now) is encoded and sent first; the
+      // job (and its buffer) stays until the scheduler had its chance to forward from it.
+      job.pokeOnAppend = false;
+      queueMicrotask(() => {
+        this.scheduler.poke();
+        this.settle(job);
+      });
+      return;
+    }
     if (this.jobs.get(job.key) !== job) return;
     if (job.cut === 'running' || job.inStep === 'running' || job.sending > 0) return;
     if (job.append === undefined) {
@@ -462,18 +487,4 @@ export class RelayUnit {
     const link = this.o.downstream(forwardTo || this.o.defaultDestination);
     return link !== undefined && link.isOpen ? link : undefined;
   }
-}
-
-/**
- * The error when `p` was already rejected as it was handed over (a journal refusing an append at
- * once: failed, full with whenFull 'fail', too large, closed), else null. One microtask turn: the
- * reaction to an already rejected promise runs before the continuation of this await.
- */
-async function refusedAtOnce(p: Promise<unknown>): Promise<unknown> {
-  let err: unknown = null;
-  p.catch((e: unknown) => {
-    err = e ?? new Error('journal append rejected');
-  });
-  await undefined;
-  return err;
 }

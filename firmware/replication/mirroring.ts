@@ -62,12 +62,60 @@ export interface MirroringOptions {
   retryMs?: number;
 }
 
+/** The copy of one host write, shared by its portions (striping); reused once all are done with it. */
+interface Copy {
+  buf: Buffer;
+  /** Portions not yet answered or still being sent. */
+  users: number;
+}
+
+/**
+ * Copies of replicated writes are reused once answered (every path's send done: the peer has had all
+ * the bytes, so no queue below holds them any more). At replication rates a fresh buffer per write
+ * (1 MiB at QD32 on a 1 Gb/s link) made V8 run a full collection several times a second for the
+ * external memory alone, and its pauses stalled the link. Kept by exact size, up to maxBytes.
+ */
+class CopyPool {
+  private readonly free = new Map<number, Buffer[]>();
+  private bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  take(n: number): Buffer {
+    const b = this.free.get(n)?.pop();
+    if (b === undefined) return Buffer.allocUnsafe(n);
+    this.bytes -= n;
+    return b;
+  }
+
+  give(b: Buffer): void {
+    if (this.bytes + b.length > this.maxBytes) return;
+    let list = this.free.get(b.length);
+    if (list === undefined) {
+      // One size class at a time in practice; a workload that changes size drops the old ones.
+      if (this.free.size >= 8) this.clear();
+      list = [];
+      this.free.set(b.length, list);
+    }
+    list.push(b);
+    this.bytes += b.length;
+  }
+
+  private clear(): void {
+    this.free.clear();
+    this.bytes = 0;
+  }
+}
+
 interface Pending {
   seq: number;
   id: CommandId;
   lba: number;
   blocks: number;
   data: Buffer;
+  copy: Copy;
+  /** Its share of the copy was given back. */
+  freed: boolean;
   fua: boolean;
   /** Reached the ack point. */
   acked: boolean;
@@ -120,6 +168,7 @@ export class Mirroring {
   private readonly watches = new Set<{ lba: number; end: number; dirty: boolean }>();
   private replicatedBytes = 0;
   private lagBytes = 0;
+  private readonly copies = new CopyPool(32 * 2 ** 20);
   private sends = 0;
   private resends = 0;
 
@@ -185,8 +234,8 @@ export class Mirroring {
     if (!this.replicating) return Promise.resolve();
     if (this.closed) return Promise.reject(new Error(`volume ${this.o.volumeName}: replication is closed`));
     assert(data.length === blocks * this.o.blockSize, 'replicate: data length does not match blocks');
-    const copy = Buffer.allocUnsafe(data.length);
-    copy.set(data);
+    const copy: Copy = { buf: this.copies.take(data.length), users: 0 };
+    copy.buf.set(data);
     for (const w of this.watches) if (lba < w.end && w.lba < lba + blocks) w.dirty = true;
     // Striping: one portion of stripeBlocks blocks per sequence, so every portion is applied in
     // order and acknowledged on its own; the host write completes when all its portions did.
@@ -195,9 +244,10 @@ export class Mirroring {
     for (let off = 0; off < blocks; off += step) {
       const n = Math.min(step, blocks - off);
       const seq = ++this.sequence;
+      copy.users++;
       const p: Pending = {
         seq, id: { sourceUnit: this.o.unitId, issue: issueOf(this.generation, seq) }, lba: lba + off, blocks: n,
-        data: n === blocks ? copy : copy.subarray(off * this.o.blockSize, (off + n) * this.o.blockSize), fua, acked: false, sends: 0,
+        data: n === blocks ? copy.buf : copy.buf.subarray(off * this.o.blockSize, (off + n) * this.o.blockSize), copy, freed: false, fua, acked: false, sends: 0,
       };
       this.pending.set(seq, p);
       this.enqueue(p);
@@ -344,6 +394,7 @@ export class Mirroring {
       p.sends--;
       path.inflight--;
       path.inflightBytes -= p.data.length;
+      this.done(p);
     };
     link.send({
       volume: this.o.volume, lba: p.lba, blocks: p.blocks, data: p.data, id: p.id, fua: p.fua, ack: this.ackFor(p, path),
@@ -369,9 +420,17 @@ export class Mirroring {
     );
   }
 
+  /** An answered write nothing sends any more: its copy can be reused. */
+  private done(p: Pending): void {
+    if (!p.acked || p.sends > 0 || p.freed) return;
+    p.freed = true;
+    if (--p.copy.users === 0) this.copies.give(p.copy.buf);
+  }
+
   private acked(p: Pending): void {
     if (p.acked) return; // same data to all relays: the first answer decides, later ones are ignored
     p.acked = true;
+    this.done(p);
     this.pending.delete(p.seq);
     this.lagBytes -= p.data.length;
     while (this.ackedThrough < this.sequence && !this.pending.has(this.ackedThrough + 1)) this.ackedThrough++;

@@ -67,8 +67,18 @@ class MirroredVolume extends VolumeFace {
       sourceUnit: r.sourceUnit,
       area: r.area,
       abandon: () => r.abandon(),
-      // Both start in the same turn, so overlapping writes are ordered alike here and remotely.
-      commit: (o) => Promise.all([r.commit(o), m.replicate(lba, blocks, r.area, o.fua)]).then(() => undefined),
+      // Both start in the same turn, so overlapping writes are ordered alike here and remotely. The
+      // replication first: the local commit may write the medium inline (hal/inline-io.ts), and the
+      // remote round trip is the longer path, so it must not wait for that.
+      commit: (o) => {
+        let remote: Promise<void>;
+        try {
+          remote = m.replicate(lba, blocks, r.area, o.fua);
+        } catch (err) {
+          remote = Promise.reject(err as Error);
+        }
+        return Promise.all([r.commit(o), remote]).then(() => undefined);
+      },
     };
   }
 

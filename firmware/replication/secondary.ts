@@ -54,6 +54,8 @@ interface Waiting {
   lba: number;
   blocks: number;
   data: Buffer;
+  /** The link's buffer itself, retained (no gap below it): give it back once copied to the medium's area. */
+  release?: () => void;
 }
 
 /** A write arriving in portions: assembled before it joins the stream. */
@@ -219,7 +221,7 @@ export class SecondaryUnit {
     return a.have >= w.totalLength && a.durable ? a.done : Promise.resolve('received');
   }
 
-  private accept(s: Stream, w: Pick<InboundWrite, 'id' | 'lba' | 'blocks' | 'data'>, data: Buffer, ack: Durability): Promise<Durability> | Durability {
+  private accept(s: Stream, w: Pick<InboundWrite, 'id' | 'lba' | 'blocks' | 'data'> & Partial<Pick<InboundWrite, 'retain'>>, data: Buffer, ack: Durability): Promise<Durability> | Durability {
     s.received++;
     const gen = generationOf(w.id);
     const seq = sequenceOf(w.id);
@@ -246,12 +248,27 @@ export class SecondaryUnit {
     if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
       throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first`);
     }
-    // Own the bytes: the link's buffer goes back to the sender's window when we answer.
-    const own = data === w.data ? Buffer.from(data) : data;
-    s.waiting.set(seq, { seq, lba: w.lba, blocks: w.blocks, data: own });
+    // Own the bytes: the link's buffer goes back to the sender's window when we answer. Unless no
+    // write is missing below this one: then it is applied without waiting for anything the sender
+    // still has to send, so the link's buffer itself can wait for that (retained: its window share
+    // comes back once it is copied to the medium's area), and a copy of every replicated byte is saved.
+    let own = data;
+    let release: (() => void) | undefined;
+    if (data === w.data) {
+      if (w.retain !== undefined && this.noGapBelow(s, seq)) release = w.retain();
+      else own = Buffer.from(data);
+    }
+    s.waiting.set(seq, { seq, lba: w.lba, blocks: w.blocks, data: own, release });
     s.waitingBytes += own.length;
     void this.apply(s);
     return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
+  }
+
+  /** Every sequence from the next to apply up to `seq` (excluded) is here, waiting. */
+  private noGapBelow(s: Stream, seq: number): boolean {
+    if (seq - s.applied - 1 > s.waiting.size) return false;
+    for (let k = s.applied + 1; k < seq; k++) if (!s.waiting.has(k)) return false;
+    return true;
   }
 
   /** Register every write that is next in sequence with the IO scheduler, in order. */
@@ -267,6 +284,7 @@ export class SecondaryUnit {
           continue;
         }
         r.area.set(next.data);
+        next.release?.();
         s.waiting.delete(next.seq);
         s.waitingBytes -= next.data.length;
         s.applied = next.seq;
@@ -348,6 +366,7 @@ export class SecondaryUnit {
    * writes being assembled from portions, of a generation below `below` (all by default).
    */
   private drop(s: Stream, below = Infinity): void {
+    for (const w of s.waiting.values()) w.release?.();
     s.waiting.clear();
     s.waitingBytes = 0;
     const err = new Error(`volume ${s.v.volume.name}: the write was dropped (new generation or promotion)`);
@@ -373,6 +392,10 @@ export class SecondaryUnit {
     assert(e instanceof Error);
     if (s.failure === null) this.log.error({ err: e, volume: s.v.volume.name }, 'applying replicated writes failed; the stream stops');
     s.failure = e;
+    // Nothing will be applied: the link's buffers go back (the window is shared with other volumes).
+    for (const w of s.waiting.values()) w.release?.();
+    s.waiting.clear();
+    s.waitingBytes = 0;
     for (const w of s.durableWaiters.splice(0)) w.reject(e);
     this.dropAssemblies(s, e);
   }

@@ -38,9 +38,15 @@ function summary(samples: number[]): RttResult {
 
 const quiet = { onDrain(): void {}, onClose(): void {} };
 
-/** Sends back whatever arrives. */
+/** Sends back whatever arrives (at once: flushNow where the transport has it). */
 export function startEchoServer(net: Network, host = '127.0.0.1', port = 0): Promise<StreamListener> {
-  return net.listen(host, port, (t) => ({ ...quiet, onData: (c: Buffer) => { t.write([c]); } }));
+  return net.listen(host, port, (t) => ({
+    ...quiet,
+    onData: (c: Buffer) => {
+      t.write([c]);
+      t.flushNow?.();
+    },
+  }));
 }
 
 /** Reads an 8-byte big-endian count, then sends that many bytes as fast as backpressure allows. */
@@ -157,6 +163,8 @@ export async function calibrateTransportLatency(net: Network, port: number, opts
       await new Promise<void>((resolve) => {
         client.onBytes = () => resolve();
         t.write([Buffer.alloc(64)]);
+        // As the WAN emulation's deliveries do: what is measured is the hand-over to the kernel on.
+        t.flushNow?.();
       });
       if (i >= 3) rtts.push(performance.now() - t0);
     }

@@ -16,6 +16,14 @@
  * Timing: one clock timer per stream for the earliest pending delivery; everything due when it
  * fires goes to the real transport as one batch. On the real HAL give it hal/precise-timer.ts's
  * preciseClock (systemClock's millisecond timers would add up to a millisecond per hop).
+ *
+ * Coalescing: segments that follow each other on the wire (back to back at the link rate, i.e. one
+ * write cut into segments, or a bulk transfer) are handed over together when the last of the run
+ * is due, the run ending at a gap of more than 1.5 segment times (at least 20 us) or after
+ * coalesceMs (default: 16 KiB at the link rate, between 0.05 and 0.25 ms). Bytes are never handed
+ * over before their time, and at most coalesceMs after it; a message is whole only when its last
+ * segment arrives, so a 4 KiB write arrives exactly when the profile says, in one piece, instead of
+ * as three segments 12 us apart (three timers, three socket writes, three wake-ups of the peer).
  */
 import type { Clock, Timer } from '../clock.js';
 import type { StreamHandler, StreamTransport } from '../transport.js';
@@ -31,6 +39,11 @@ export interface WanStreamOptions {
    * simulator's in-memory streams). Measure it with calibrateTransportLatency (wan-accuracy.ts).
    */
   transportLatencyMs?: number;
+  /**
+   * Longest a run of back-to-back segments waits for its last one before it is handed over, ms.
+   * Default: 16 KiB at the link rate, within [0.05, 0.25] ms; 0 hands every segment over at its own time.
+   */
+  coalesceMs?: number;
   /** For error messages. */
   linkName?: string;
 }
@@ -50,6 +63,9 @@ export class WanStream implements StreamTransport {
   private readonly maxHeld: number;
   private readonly lead: number;
   private readonly linkName: string;
+  /** Coalescing: a run continues while segments follow within gapMs, for at most windowMs. */
+  private readonly gapMs: number;
+  private readonly windowMs: number;
 
   // Pending pieces, FIFO from `head`; delivery times nondecreasing (the model never reorders a flow).
   private pChunk: (Uint8Array | null)[] = [];
@@ -82,6 +98,10 @@ export class WanStream implements StreamTransport {
     this.maxHeld = opts.maxHeldBytes ?? 64 * 1024 * 1024;
     this.lead = Math.max(0, opts.transportLatencyMs ?? 0);
     this.linkName = opts.linkName ?? model.profile.name;
+    const bps = model.profile.bandwidthBps;
+    const msPerByte = bps === Infinity ? 0 : 8000 / bps;
+    this.windowMs = Math.max(0, opts.coalesceMs ?? Math.min(0.25, Math.max(0.05, 16 * 1024 * msPerByte)));
+    this.gapMs = this.windowMs === 0 ? 0 : Math.max(0.02, 1.5 * model.profile.segmentBytes * msPerByte);
     this.innerHandler = {
       onData: (chunk) => {
         if (this.handler) this.handler.onData(chunk);
@@ -206,8 +226,16 @@ export class WanStream implements StreamTransport {
 
   private arm(): void {
     if (this.timer !== undefined || this.closed || this.head === this.pAt.length) return;
-    if (this.pAt[this.head] === PARTITION_HELD) return; // until the heal
-    this.timer = this.clock.setTimer(this.pAt[this.head]! - this.lead - this.clock.now(), this.deliver);
+    const first = this.pAt[this.head]!;
+    if (first === PARTITION_HELD) return; // until the heal
+    // The end of the run the first pending segment starts (see Coalescing in the header).
+    let at = first;
+    for (let k = this.head + 1; k < this.pAt.length; k++) {
+      const next = this.pAt[k]!;
+      if (next - at > this.gapMs || next - first > this.windowMs) break;
+      at = next;
+    }
+    this.timer = this.clock.setTimer(at - this.lead - this.clock.now(), this.deliver);
   }
 
   private readonly deliver = (): void => {
@@ -248,6 +276,9 @@ export class WanStream implements StreamTransport {
     if (batch.length > 0 || dones.length > 0) {
       const ok = this.inner.write(batch, dones.length === 0 ? undefined : (err) => { for (const d of dones) d(err); });
       if (!ok) this.innerBlocked = true;
+      // The bytes are due now (the lead counts the transport's own latency from here): no waiting
+      // for the end of the loop turn.
+      this.inner.flushNow?.();
     }
     if (this.closed) return;
     if (this.ending && this.head === this.pAt.length) this.inner.end();
