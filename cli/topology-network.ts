@@ -17,12 +17,12 @@
  */
 import { isIP } from 'node:net';
 import type { Clock } from '../hal/clock.js';
-import { createTcpNetwork, tcpNetwork } from '../hal/tcp.js';
+import { createTcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
 import { WanLinks, type ConnInfo, type LinkChoice } from '../hal/wan/links.js';
 import type { LinkStats } from '../hal/wan/link-model.js';
 import { PRESETS, type WanProfile } from '../hal/wan/profiles.js';
-import { calibrateTransportLatency, startEchoServer } from '../hal/wan/wan-accuracy.js';
+import { calibrateTransportLatency, startEchoThread } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
 import type { WanStreamOptions } from '../hal/wan/wan-stream.js';
 import { distanceKm, type Topology, type WanProfileConfig } from './topology.js';
@@ -220,9 +220,10 @@ export function topologyNetwork(t: Topology, node: string, o: TopologyNetworkOpt
       };
     }),
     calibrate: async () => {
-      const echo = await startEchoServer(tcpNetwork, '127.0.0.1', 0);
+      // The echo on a thread of its own: a peer's wake-up and read are part of what is compensated.
+      const echo = await startEchoThread('127.0.0.1');
       try {
-        const ms = await calibrateTransportLatency(tcp, echo.port, { host: '127.0.0.1', count: 40, gapMs: 1 });
+        const ms = await calibrateTransportLatency(tcp, echo.port, { host: '127.0.0.1', count: 100, gapMs: 1 });
         streamOpts.transportLatencyMs = Math.min(ms, MAX_TRANSPORT_LATENCY_MS);
         return streamOpts.transportLatencyMs;
       } finally {

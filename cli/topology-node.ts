@@ -91,7 +91,9 @@ const TARGET_PREFIX = 'iqn.2026-11.dev.kura:';
  * writes: on a 1 Gb/s, 10 ms link a write's credit comes back ~10 ms after its last byte left, while
  * the other three take 25 ms to serialize, so a pause of the peer's event loop (a full garbage
  * collection is 10-50 ms on a loaded 2-core machine) left the link idle. 16 MiB is 130 ms of a
- * 1 Gb/s link: room for such pauses (a node holds at most that much per peer).
+ * 1 Gb/s link: room for such pauses (a node holds at most that much per peer). 256 commands: what a
+ * relay keeps in flight to the secondary (1024 moved a local-mode backlog from the primary's queue
+ * into the relay's journal, where nothing meters it).
  */
 const LINK_WINDOWS = {
   receiveWindow: { bytes: 16 * 2 ** 20, commands: 256 },
@@ -285,9 +287,10 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
   if (me.storage === 'journal') {
     const path = join(dataDir, 'journal.img');
     const fresh = !existsSync(path);
-    // The group commit's fdatasync is on every relay-durable write's path: inline while fast, and
-    // over written blocks (a sparse file's first lap round the ring would change its metadata at
-    // every record, and every flush would wait for a file system journal commit).
+    // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
+    // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
+    // file's first lap round the ring would change its metadata at every record, and every flush
+    // would wait for a file system journal commit).
     if (fresh) await createZeroedFile(path, me.journalSize);
     device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
     if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
@@ -310,9 +313,10 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
     mode: first?.relayMode ?? 'store-and-forward',
     defaultDestination: destinations[0] === undefined ? 0 : unitIdOf(t, destinations[0]),
     downstream: (unit) => down.get(unit),
-    // As many as the link's window takes: a record in flight waits ~one relay-secondary round trip
-    // plus the secondary's group commit, so 64 at once drained a backlog at ~8000 writes/s on a
-    // 6 ms link, less than a primary's asynchronous (local) mode puts in at QD16.
+    // As many as the link's window takes: a record in flight waits a relay-secondary round trip
+    // plus the secondary's group commit (its flush of a thin volume took 10-50 ms under load), so
+    // 64 at once drained a backlog at ~3000 writes/s on the regional bench's 6 ms link (256: ~4500),
+    // less than a primary's asynchronous (local) mode puts in at QD16.
     maxInFlight: LINK_WINDOWS.receiveWindow.commands,
   });
   for (const d of destinations) {

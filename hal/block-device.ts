@@ -8,6 +8,15 @@ export interface WriteOptions {
   fua?: boolean;
 }
 
+export interface FlushOptions {
+  /**
+   * Someone waits on this flush right now (a relay journal's group commit with a 'durable' answer
+   * pending): a device may then do it sooner at its caller's expense (the file device, when asked
+   * to, runs such an fdatasync on the event loop instead of the threadpool).
+   */
+  urgent?: boolean;
+}
+
 export interface BlockDevice {
   readonly name: string;
   /** Size in bytes. */
@@ -23,7 +32,7 @@ export interface BlockDevice {
   read(offset: number, into: Uint8Array): Promise<void>;
   write(offset: number, from: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Everything written before this call is on stable storage when it resolves. */
-  flush(): Promise<void>;
+  flush(options?: FlushOptions): Promise<void>;
   /** Deallocate a range; reads of it return zeroes afterwards. */
   discard(offset: number, length: number): Promise<void>;
   /**

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DeviceError } from './block-device.js';
 import type { BlockDevice } from './block-device.js';
-import { blockDeviceSize, devNumbers, openFileDevice, parseSysfsSize } from './file-device.js';
+import { blockDeviceSize, createZeroedFile, devNumbers, openFileDevice, parseSysfsSize } from './file-device.js';
 
 type FdatasyncCb = (err: NodeJS.ErrnoException | null) => void;
 const mutableFs = fs as unknown as { fdatasync: (fd: number, cb: FdatasyncCb) => void };
@@ -198,6 +198,32 @@ describe('file device', () => {
     await dev.write(512, Buffer.alloc(512, 1));
     expect(pending).to.have.length(5);
     mutableFs.fdatasync = realFdatasync;
+  });
+
+  it('inlineSync: an urgent flush runs fdatasync on the loop, any other on the threadpool', async () => {
+    const dev = await open('u.img', { size: 1 << 20, create: true, inlineSync: true });
+    let pooled = 0;
+    mutableFs.fdatasync = (fd, cb) => { pooled++; realFdatasync(fd, cb); };
+    await dev.write(0, pattern(4096, 1));
+    await dev.flush();
+    expect(pooled).to.equal(1);
+    await dev.write(4096, pattern(4096, 2));
+    await dev.flush({ urgent: true });
+    expect(pooled).to.equal(1);
+    // Without inlineSync, urgent or not: the threadpool.
+    const plain = await open('v.img', { size: 1 << 20, create: true });
+    await plain.flush({ urgent: true });
+    expect(pooled).to.equal(2);
+    mutableFs.fdatasync = realFdatasync;
+  });
+
+  it('makes a zeroed (written, not sparse) file durably', async () => {
+    const file = path.join(dir, 'z.img');
+    await createZeroedFile(file, 3 << 20);
+    const st = fs.statSync(file);
+    expect(st.size).to.equal(3 << 20);
+    expect(st.blocks * 512).to.be.at.least(3 << 20);
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('z.img.'))).to.deep.equal([]);
   });
 
   it('stays failed after an fdatasync error instead of trusting the next one', async () => {

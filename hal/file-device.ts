@@ -24,7 +24,7 @@
 import fs from 'node:fs';
 import { execFile } from 'node:child_process';
 import { basename, dirname } from 'node:path';
-import type { BlockDevice, DeviceOp, WriteOptions } from './block-device.js';
+import type { BlockDevice, DeviceOp, FlushOptions, WriteOptions } from './block-device.js';
 import { DeviceError } from './block-device.js';
 import { FileIoPath, type FileIoMode } from './inline-io.js';
 import { loadSparseFileOps, type SparseFileOps } from './sparse-file.js';
@@ -46,9 +46,11 @@ export interface FileDeviceOptions {
   /** Where pread/pwrite run (hal/inline-io.ts): default 'auto' (inline while fast). */
   io?: FileIoMode;
   /**
-   * Run flush's fdatasync where pread/pwrite run (inline while fast, under `io` 'auto') instead of
-   * always on the threadpool: no thread hand-off on a latency-critical group commit (the relay
-   * journal), at the price of the event loop waiting for the disk meanwhile. Default false.
+   * Run an urgent flush's fdatasync (FlushOptions.urgent) where pread/pwrite run (inline while
+   * fast, under `io` 'auto') instead of on the threadpool: no thread hand-off on a latency-critical
+   * group commit (the relay journal's, when a 'durable' answer waits for it), at the price of the
+   * event loop waiting for the disk meanwhile. Other flushes stay on the threadpool, so that a
+   * flush nobody waits for does not hold up the loop's timers. Default false.
    */
   inlineSync?: boolean;
   /** Says once, at open, when discards cannot deallocate. */
@@ -134,6 +136,8 @@ class FileDevice implements BlockDevice {
   private syncing: Promise<void> | null = null;
   private nextSync: Promise<void> | null = null;
   private poisoned: DeviceError | null = null;
+  /** A flush asked urgent since the last fdatasync started. */
+  private urgentPending = false;
 
   constructor(
     readonly path: string,
@@ -185,10 +189,11 @@ class FileDevice implements BlockDevice {
     }
   }
 
-  flush(): Promise<void> {
+  flush(options?: FlushOptions): Promise<void> {
     if (this.closed) return Promise.reject(new DeviceError('flush', 0, 0, 'EBADF', `${this.name} is closed`));
     if (this.poisoned) return Promise.reject(this.poisoned);
     if (!this.volatileCache) return Promise.resolve();
+    if (options?.urgent === true) this.urgentPending = true;
     // Group commit: an fdatasync already running may have started before the caller's writes
     // completed, so it cannot answer this flush; every flush arriving while it runs shares the one
     // that starts right after it.
@@ -255,7 +260,9 @@ class FileDevice implements BlockDevice {
 
   private startSync(): Promise<void> {
     const fd = this.fd;
-    const sync = new Promise<void>((resolve, reject) => this.io.fdatasync(fd, this.inlineSync, (err) => (err ? reject(err) : resolve())));
+    const inline = this.inlineSync && this.urgentPending;
+    this.urgentPending = false;
+    const sync = new Promise<void>((resolve, reject) => this.io.fdatasync(fd, inline, (err) => (err ? reject(err) : resolve())));
     const p = this.track(sync).catch((err: NodeJS.ErrnoException) => {
       this.poisoned ??= deviceError('flush', 0, 0, err);
       throw this.poisoned;

@@ -34,6 +34,22 @@ describe('file I/O path (inline while fast, threadpool when slow)', () => {
     expect([path.inlineCalls, path.poolCalls]).to.deep.equal([3, 1]);
   });
 
+  it('fdatasync: inline only when asked, with its own slow threshold and back-off', async () => {
+    let t = 0;
+    let slowNext = false;
+    const path = new FileIoPath('auto', { slowMs: 2, syncSlowMs: 10, backoffMs: 1000, now: () => (slowNext ? (t += 5) : t) });
+    const sync = (inline: boolean) => new Promise<void>((resolve, reject) => path.fdatasync(fd, inline, (err) => (err ? reject(err) : resolve())));
+    await sync(false);
+    expect([path.inlineCalls, path.poolCalls]).to.deep.equal([0, 0]); // not asked: plain threadpool, not counted
+    slowNext = true; // 5 ms: slow for a read or write, not for a sync
+    await sync(true);
+    slowNext = false;
+    expect([path.inlineCalls, path.demotions]).to.deep.equal([1, 0]);
+    // Reads and writes still inline.
+    await io(path, fd, 'write', Buffer.from('ab'), 0);
+    expect(path.inlineCalls).to.equal(2);
+  });
+
   it('never runs large transfers or threadpool mode inline, and reports errors the same way', async () => {
     const auto = new FileIoPath('auto', { maxInlineBytes: 4096 });
     await io(auto, fd, 'write', Buffer.alloc(8192), 0);

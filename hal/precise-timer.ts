@@ -155,7 +155,9 @@ class Waker {
     this.target = new Float64Array(sab, 8, 1);
     this.target[0] = Number.POSITIVE_INFINITY;
     const notify = waitAsync !== undefined;
-    this.worker = new Worker(WAKER_SOURCE, { eval: true, workerData: { sab, koffi: koffiPath(), notify } });
+    // No inherited execArgv: under --input-type=module (or a loader such as tsx) the eval'd
+    // CommonJS would not run, and the scheduler would fall back to the timeout mode.
+    this.worker = new Worker(WAKER_SOURCE, { eval: true, workerData: { sab, koffi: koffiPath(), notify }, execArgv: [] });
     if (notify) {
       const ctl = this.ctl;
       const listen = (): void => {

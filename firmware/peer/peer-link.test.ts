@@ -5,6 +5,7 @@ import { LinkClosedError, LinkDownError, PeerError, WriteTooLargeError } from '.
 import { ErrorCode, Flag, FrameType } from './frame.js';
 import { PeerLink, type Durability, type InboundWrite, type PeerHandler, type PeerLinkOptions, type WriteResult } from './peer-link.js';
 import { pipePair, type PipeOptions } from './sim-pipe.js';
+import { CREDIT_DELAY_MS } from './write-receiver.js';
 import { KEY, RawPeer, bytesFrom, linkPair, type LinkPair } from './test-fixture.js';
 
 function pattern(n: number, seed: number): Buffer {
@@ -273,6 +274,35 @@ describe('peer link: credit, queues and backpressure', () => {
     releases.splice(0).forEach((r) => r());
     await sim.advance(50);
     expect(done.map((r) => r.id.issue)).to.deep.equal([1, 2, 3, 4]);
+    await a.close();
+  });
+
+  it('returns a small release with the next answer, or after CREDIT_DELAY_MS; not in a frame of its own at once', async () => {
+    const releases: Array<() => void> = [];
+    const handler: PeerHandler = {
+      onWrite(w) {
+        releases.push(w.retain());
+        return 'received';
+      },
+    };
+    // A 1 ms pipe: the next write's answer comes back well within the delay.
+    const { a, b, sim } = await open({ pipe: { latencyMs: 1 }, b: { handler, receiveWindow: { bytes: 1 << 20, commands: 64 } } });
+    const write = (i: number) => sim.run(a.write({ volume: 1, lba: i, blocks: 1, data: pattern(512, i) }));
+    await write(0);
+    await write(1);
+    releases.shift()!();
+    await sim.advance(0.5);
+    expect(b.stats().framesSent.CREDIT ?? 0).to.equal(0);
+    // The next answer carries it.
+    await write(2);
+    expect(a.credit).to.deep.equal({ bytes: (1 << 20) - 2 * 512, commands: 62 });
+    expect(b.stats().framesSent.CREDIT ?? 0).to.equal(0);
+    // With no answer to carry it, a CREDIT frame after the delay.
+    releases.shift()!();
+    await sim.advance(CREDIT_DELAY_MS + 11);
+    expect(b.stats().framesSent.CREDIT).to.equal(1);
+    expect(a.credit).to.deep.equal({ bytes: (1 << 20) - 512, commands: 63 });
+    releases.splice(0).forEach((r) => r());
     await a.close();
   });
 

@@ -15,6 +15,11 @@ export interface AppendRequest {
   fua?: boolean;
   /** Destination unit named by the source (0: the relay's configured one), [0074]. */
   forwardTo?: number;
+  /**
+   * The source waits for this record to be durable (it asked 'durable'): its group commit's flush
+   * is urgent (BlockDevice FlushOptions). Default false.
+   */
+  waited?: boolean;
 }
 
 export interface AppendResult {

@@ -166,6 +166,60 @@ describe('relay journal: appends, reads, truncation', () => {
     expect(order).to.deep.equal([5, 6]);
   });
 
+  it('defers truncation while the ring has room: releases within the delay share one superblock write', async () => {
+    const { sim, dev, journal } = await fresh({ size: 256 * 1024 });
+    const rs = await sim.run(Promise.all([1, 2, 3].map((i) => journal.append(req(i, 1000)))));
+    const sb = journal.stats().superblockWrites;
+    dev.clearLog();
+    const released = rs.map((r) => journal.release(r.seq));
+    let done = 0;
+    for (const p of released) void p.then(() => done++);
+    await sim.advance(10);
+    // Released, but the head has not moved on the medium yet: no superblock write, no flush.
+    expect(journal.stats()).to.include({ records: 0, superblockWrites: sb, headSeq: 1 });
+    expect(dev.ops('flush')).to.have.length(0);
+    expect(done).to.equal(0);
+    await sim.advance(60);
+    // One superblock write (and its flush) for the three, after the delay.
+    expect(journal.stats()).to.include({ superblockWrites: sb + 1, headSeq: 4, used: 0 });
+    expect(done).to.equal(3);
+    await sim.run(journal.close());
+  });
+
+  it('truncates at once when an append waits for space, or when the journal closes', async () => {
+    const { sim, journal } = await fresh({ size: 16 * 1024 });
+    for (let i = 1; i <= 4; i++) await sim.run(journal.append(req(i, 3000)));
+    const sb = journal.stats().superblockWrites;
+    // Above half the ring: no delay.
+    await sim.run(journal.release(1));
+    expect(journal.stats().superblockWrites).to.equal(sb + 1);
+    await sim.run(journal.release(2));
+    await sim.run(journal.release(3));
+    await sim.run(journal.release(4));
+    const { sim: s2, journal: j2 } = await fresh({ size: 16 * 1024 });
+    await s2.run(j2.append(req(1, 3000)));
+    const released = j2.release(1);
+    await s2.advance(1);
+    expect(j2.stats().headSeq).to.equal(1);
+    await s2.run(j2.close());
+    // The waiting truncation went out with the close.
+    expect(j2.stats().headSeq).to.equal(2);
+    await s2.run(released);
+  });
+
+  it('lists the first pending records a query asks for, and says at once what it would refuse', async () => {
+    const { sim, journal } = await fresh({ size: 64 * 1024 });
+    const rs = await sim.run(Promise.all([1, 2, 3, 4, 5].map((i) => journal.append(req(i, 500)))));
+    void journal.release(rs[0]!.seq);
+    expect(journal.pending({ limit: 2 }).map((e) => e.id.issue)).to.deep.equal([2, 3]);
+    expect(journal.pending({ limit: 2, skip: (e) => e.id.issue === 3 }).map((e) => e.id.issue)).to.deep.equal([2, 4]);
+    expect(journal.pending().map((e) => e.id.issue)).to.deep.equal([2, 3, 4, 5]);
+    expect(journal.refusal(req(9, 500))).to.equal(null);
+    expect(journal.refusal(req(9, 60 * 1024))).to.be.instanceOf(RecordTooLargeError);
+    await sim.run(journal.close());
+    expect(journal.refusal(req(9, 500))?.name).to.match(/Closed/);
+  });
+
   it('fails every pending append on a device error and refuses more until reopened', async () => {
     const { sim, dev, journal } = await fresh();
     dev.failNext('flush', 'EIO');

@@ -131,6 +131,8 @@ export class DeviceJournal implements RelayJournal {
 
   private batch: JournalRecord[] = [];
   private batchWrites: Promise<void>[] = [];
+  /** A record of the batch is waited for (AppendRequest.waited). */
+  private batchUrgent = false;
   private committing = false;
   private commitScheduled = false;
   private readonly spaceWaiters = new Ring<SpaceWaiter>();
@@ -272,6 +274,7 @@ export class DeviceJournal implements RelayJournal {
     }
     e.resolve = resolve;
     e.reject = reject;
+    if (req.waited === true) this.batchUrgent = true;
     this.counters.appends++;
     this.issue(e, buf);
     this.tail += need;
@@ -324,6 +327,9 @@ export class DeviceJournal implements RelayJournal {
     this.committing = true;
     const batch = this.batch;
     const writes = this.batchWrites;
+    // Urgent when a source waits for one of these records ('durable'): see FlushOptions.
+    const urgent = this.batchUrgent;
+    this.batchUrgent = false;
     this.batch = [];
     this.batchWrites = [];
     try {
@@ -332,7 +338,7 @@ export class DeviceJournal implements RelayJournal {
       if (bad) throw bad.reason;
       // Issued only now that every write of the batch completed: the flush covers all of them.
       if (this.device.volatileCache) {
-        await this.device.flush();
+        await this.device.flush(urgent ? { urgent: true } : undefined);
         this.counters.flushes++;
       }
     } catch (err) {

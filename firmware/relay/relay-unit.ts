@@ -351,7 +351,7 @@ export class RelayUnit {
 
   private appendRequest(job: Job): AppendRequest {
     const w = job.w;
-    return { id: w.id, volume: w.volume, lba: w.lba, blocks: w.blocks, data: job.data, fua: w.fua, forwardTo: w.forwardTo };
+    return { id: w.id, volume: w.volume, lba: w.lba, blocks: w.blocks, data: job.data, fua: w.fua, forwardTo: w.forwardTo, waited: w.ack === 'durable' };
   }
 
   private record(job: Job): Promise<AppendResult> {
@@ -372,13 +372,14 @@ export class RelayUnit {
       job.appendSettled = true;
       this.settle(job);
     });
-    // A write that asked 'durable' is forwarded once its record is (settle pokes the scheduler
-    // then, after the answer went out and before it lets the buffer go, so that the forward still
-    // goes from it): its group commit and answer are on the source's path and the forward is not
-    // (the secondary is farther), so encoding and sending the forward must not hold them up. The
-    // others go on at once.
+    // The answer to the source goes first, the forward after it: the answer is on the source's
+    // path and the forward is not (the secondary is farther), so encoding and sending the forward
+    // must not hold it up. A write that asked 'durable' is forwarded once its record is (settle
+    // pokes the scheduler then, a microtask after the answer, before it lets the buffer go, so
+    // that the forward still goes from it), so it does not hold up the group commit's start
+    // either; the others two microtasks on, after onWrite's 'received' reached the link.
     if (w.ack === 'durable') job.pokeOnAppend = true;
-    else this.scheduler.poke();
+    else queueMicrotask(() => queueMicrotask(() => this.scheduler.poke()));
     return p;
   }
 

@@ -70,6 +70,37 @@ function track<T>(p: Promise<T>): { done: boolean; value?: T; error?: unknown; a
   return t;
 }
 
+describe('secondary: the link\'s buffers', () => {
+  it('keeps the link\'s own buffer of a write with no gap below it until it is on its way to the medium; copies one behind a gap', async () => {
+    const s = secondaryWorld();
+    const held: string[] = [];
+    const retained: number[] = [];
+    const write = (seq: number) => {
+      const w = inbound({ seq, lba: seq * 4, data: pattern(seq, 4 * BS) });
+      return {
+        ...w,
+        retain: () => {
+          retained.push(seq);
+          held.push(`${seq}`);
+          return () => held.splice(held.indexOf(`${seq}`), 1);
+        },
+      };
+    };
+    // 3 arrives behind a gap (1 and 2 missing): copied, the link's buffer goes back at once.
+    await s.sim.run(s.deliver(write(3)));
+    expect(held).to.deep.equal([]);
+    // 1 is next: retained, and given back once applied.
+    await s.sim.run(s.deliver(write(1)));
+    await s.sim.runUntilIdle();
+    expect(held).to.deep.equal([]);
+    await s.sim.run(s.deliver(write(2)));
+    await s.sim.runUntilIdle();
+    expect(held).to.deep.equal([]);
+    expect(retained).to.deep.equal([1, 2]);
+    for (const seq of [1, 2, 3]) expect(s.m.dev.peek(seq * 4 * BS, 4 * BS).equals(pattern(seq, 4 * BS))).to.equal(true);
+  });
+});
+
 describe('secondary: order and prefix', () => {
   it('applies writes arriving out of order (3 before 1 and 2) in sequence order; overlapping LBAs end with the last one', async () => {
     const s = secondaryWorld();

@@ -81,6 +81,29 @@ describe('wan/wan-network on the simulator', () => {
     expect(server.at.map((x) => x - t0)).to.deep.equal([6]);
   });
 
+  it('hands back-to-back segments over together, when the last of them arrives (never before its time)', async () => {
+    const run = async (coalesceMs?: number): Promise<number[]> => {
+      const sim = new Simulator();
+      const net = new SimNetwork(sim.clock);
+      const opts = coalesceMs === undefined ? {} : { coalesceMs };
+      const wan = (self: string, peer: string): WanNetwork => new WanNetwork(net.node(self), new WanLinks({ clock: sim.clock, select: linkTable([{ remote: peer, profile: { delayMs: 5, bandwidthBps: 1e9 } }]) }), opts);
+      const { server, t } = await connectPair(sim, wan('A', 'B'), wan('B', 'A'));
+      const t0 = sim.now();
+      t.write([Buffer.alloc(4096, 1)]);
+      await sim.advance(20);
+      expect(server.bytes.length).to.equal(4096);
+      return server.at.map((x) => x - t0);
+    };
+    // Segments of 1448, 1448 and 1200 bytes at 1 Gb/s: serialised by 11.584, 23.168, 32.768 us.
+    const whole = await run();
+    expect(whole).to.have.length(1);
+    expect(whole[0]).to.be.closeTo(5 + 4096 * 8e-6, 1e-9);
+    const each = await run(0);
+    expect(each).to.have.length(3);
+    expect(each[0]).to.be.closeTo(5 + 1448 * 8e-6, 1e-9);
+    expect(each[2]).to.be.closeTo(whole[0]!, 1e-9);
+  });
+
   it('an unmatched connection passes straight through', async () => {
     const sim = new Simulator();
     const net = new SimNetwork(sim.clock);
