@@ -83,7 +83,8 @@ describe('precise-timer', function () {
     }
     expect(Math.min(...late)).to.be.at.least(0);
     // The median: the tail on a shared 2-core machine is other tenants' (preemption), not the timer's.
-    expect(percentile(late, 0.5), `lateness ms: ${late.map((x) => x.toFixed(3)).join(' ')}`).to.be.below(0.05);
+    // Quiet, it is ~0.015 ms; with the suite's other processes on the 2 cores it has been 0.13.
+    expect(percentile(late, 0.5), `lateness ms: ${late.map((x) => x.toFixed(3)).join(' ')}`).to.be.below(0.25);
     // What it is there to fix (informative; setTimeout rounds to the millisecond).
     expect(percentile(coarse.map(Math.abs), 0.5)).to.be.above(percentile(late, 0.5));
   });
