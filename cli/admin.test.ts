@@ -1,9 +1,10 @@
 import { expect } from 'chai';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { AdminClientError, AdminRequestError, adminClient, adminPathRecord, adminRequest, adminSocketPath, findAdminSocket, startAdminServer, type AdminHandlers, type AdminServer, type NodeStatus } from './admin.js';
+import { tempDir } from '../test/support/temp-dir.js';
 
 const status: NodeStatus = { node: 'n', role: 'relay', site: 's', pid: 1, uptimeMs: 5, volumes: [], links: [] };
 
@@ -37,7 +38,7 @@ describe('cli/admin: the node admin endpoint over a unix socket', () => {
   let calls: string[];
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(os.tmpdir(), 'kura-admin-'));
+    dir = tempDir('kura-admin-');
     calls = [];
     server = await startAdminServer({ dataDir: dir, handlers: handlers(calls) });
   });

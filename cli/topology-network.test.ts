@@ -6,7 +6,6 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { preciseClock } from '../hal/precise-timer.js';
 import type { StreamHandler, StreamTransport } from '../hal/transport.js';
@@ -14,20 +13,10 @@ import { measureRtt, startEchoServer } from '../hal/wan/wan-accuracy.js';
 import { WanStream } from '../hal/wan/wan-stream.js';
 import { distanceKm, validateTopology, type Topology } from './topology.js';
 import { sourceAddressOf, topologyLinks, topologyNetwork, wanProfileOf, type TopologyNetwork } from './topology-network.js';
+import { freePort } from '../test/support/kura-process.js';
 
 /** Degrees of latitude for `km` along a meridian. */
 const latFor = (km: number) => km / ((6371.0088 * Math.PI) / 180);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function rawTopology(ports: number[], links: unknown[]) {
   return {

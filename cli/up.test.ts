@@ -5,9 +5,8 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import os from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { ReplicationStatus } from '../firmware/replication/types.js';
@@ -18,6 +17,7 @@ import { collectStatus, renderStatus, statusCommand } from './status.js';
 import { link, promote } from './topology-ops.js';
 import { kuraCommand, loadChecked, renderLogLine, startGroups, up, type Io } from './up.js';
 import { differingRanges, mergeRanges, progressBar, verify } from './verify.js';
+import { tempDir } from '../test/support/temp-dir.js';
 
 function capture(isTTY = false): Io & { stdout: string; stderr: string } {
   const io = { stdout: '', stderr: '', isTTY, out: (s: string) => { io.stdout += s; }, err: (s: string) => { io.stderr += s; } };
@@ -25,7 +25,7 @@ function capture(isTTY = false): Io & { stdout: string; stderr: string } {
 }
 
 function topologyFile(ports: number[] = [3260, 7400, 7401, 3261, 7402], extra: object = {}): string {
-  const dir = mkdtempSync(join(os.tmpdir(), 'kura-up-'));
+  const dir = tempDir('kura-up-');
   const file = join(dir, 'topology.yaml');
   writeFileSync(file, stringify({
     name: 'small', psk: 'small-test-psk-0123456789', dataDir: './data',
