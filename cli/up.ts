@@ -222,7 +222,9 @@ interface Spawned {
 function spawnNode(t: Topology, file: string, n: TopologyNode, epochWallMs: number, logLevel: string | undefined): Spawned {
   const fd = openSync(logFile(t, n.name), 'w');
   const [cmd, ...pre] = kuraCommand();
-  const args = [...pre, 'node', '--topology', resolve(file), '--name', n.name, '--epoch', String(epochWallMs)];
+  // KURA_NODE_OPTIONS: Node flags for every node (--cpu-prof and the like, which NODE_OPTIONS refuses).
+  const nodeFlags = (process.env.KURA_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
+  const args = [...nodeFlags, ...pre, 'node', '--topology', resolve(file), '--name', n.name, '--epoch', String(epochWallMs)];
   if (logLevel) args.push('--log-level', logLevel);
   // Its own process group: a Ctrl-C at the terminal reaches `kura up` only, which stops the nodes in order.
   const child = spawn(cmd!, args, { detached: true, stdio: ['ignore', fd, fd] });
