@@ -16,6 +16,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { BenchTopology, positive, writeResults, type BenchOptions } from './lib/bench-run.js';
 import { IscsiClient } from './lib/iscsi-client.js';
 import {
   measuredRtts, nodeOf, relayTopology, rttBetween, startTopology, waitDrained, waitPeersUp, type RunningTopology,
@@ -25,9 +26,10 @@ import {
   ACK_MODES, DISTANCE_PROFILES, ackCheck, ackLatencySvg, ackLatencyTable, configuredRttMs,
   type AckCase, type AckMode, type LoadRun,
 } from './lib/replication-report.js';
+import { machineFloorLine, measureMachineFloor } from './lib/machine-floor.js';
 import { repoRoot } from './lib/repo-root.js';
 
-interface Options {
+interface Options extends BenchOptions {
   seconds: number;
   warmup: number;
   modes: AckMode[];
@@ -37,15 +39,6 @@ interface Options {
   volumeSize: string;
   bandwidthBps: number;
   isolate: boolean;
-  out?: string;
-  keep: boolean;
-  tmpdir: string;
-}
-
-function positive(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
 }
 
 function list<T extends string>(known: readonly T[], what: string) {
@@ -111,23 +104,17 @@ async function main(): Promise<number> {
   if (!fs.existsSync(path.join(root, 'dist/cli/kura.js'))) throw new Error('dist/cli/kura.js not found: build first (npm run build)');
   const profiles = DISTANCE_PROFILES.filter((p) => o.profiles.includes(p.name));
   const cases: AckCase[] = [];
-  let current: RunningTopology | undefined;
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${sig}: stopping the topology`);
-    void (current ? current.down().catch(() => '') : Promise.resolve('')).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const run = new BenchTopology();
   const started = Date.now();
   const loadavgAtStart = os.loadavg();
+  // What this machine adds to every hop, whatever kura does: read the figures against it.
+  const floor = await measureMachineFloor(o.tmpdir);
+  console.log(machineFloorLine(floor));
 
   for (const p of profiles) {
     const groups = o.isolate ? o.modes.map((m) => [m]) : [o.modes];
     for (const modes of groups) {
-      if (interrupted) break;
+      if (run.interrupted) break;
       const dir = fs.mkdtempSync(path.join(o.tmpdir, `kura-ack-${p.name}-`));
       const rttCfg = {
         primaryRelay: { configuredMs: configuredRttMs(p.relayKm) },
@@ -139,8 +126,8 @@ async function main(): Promise<number> {
       console.log(`${p.name}: secondary ${p.secondaryKm} km, relay ${p.relayKm} km; ${modes.join(', ')} (${dir})`);
       let failed = false;
       try {
-        current = await startTopology(cli, dir, relayTopology(p, modes, { bandwidthBps: o.bandwidthBps, volumeSize: o.volumeSize }));
-        const t = current;
+        const t = await startTopology(cli, dir, relayTopology(p, modes, { bandwidthBps: o.bandwidthBps, volumeSize: o.volumeSize }));
+        run.current = t;
         const status = await waitPeersUp(t, 'primary', modes);
         const iscsi = nodeOf(status, 'primary').iscsi ?? [];
         console.log(`  up: ${iscsi.join(' ')}`);
@@ -163,7 +150,7 @@ async function main(): Promise<number> {
           }
         }
         for (const c of mine) {
-          if (interrupted) break;
+          if (run.interrupted) break;
           try {
             c.runs = await measureVolume(t, c.mode, o, (s) => console.log(s));
           } catch (err) {
@@ -177,49 +164,28 @@ async function main(): Promise<number> {
         for (const c of mine) c.error ??= (err as Error).message;
         console.error(`  ${p.name}: ${(err as Error).message}`);
       } finally {
-        if (current) {
-          if (failed) console.error(current.logTails(8));
-          await current.down().catch((err: Error) => console.error(`  kura down: ${err.message}`));
-          current = undefined;
-        }
-        if (!o.keep && !failed) fs.rmSync(dir, { recursive: true, force: true });
-        else console.log(`  kept ${dir}`);
+        await run.teardown(dir, { failed, keep: o.keep, indent: '  ' });
       }
     }
   }
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  if (interrupted) return 130;
+  if (run.close()) return 130;
 
-  const table = ackLatencyTable(cases);
   const check = ackCheck(cases);
-  console.log(`\n${table}\n`);
-  if (check) console.log(check.line);
-  else console.log('acceptance check: needs relay-durable and remote-durable at relay 100 km / secondary 500 km (--profiles regional)');
-
-  const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
-  const out = o.out ?? path.join(root, 'bench/results', `ack-latency-${date}.json`);
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  const stem = out.replace(/\.json$/, '');
-  fs.writeFileSync(out, `${JSON.stringify({
-    benchmark: 'ack-latency',
-    date: new Date().toISOString(),
-    durationS: (Date.now() - started) / 1000,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), kernel: os.release(), loadavgAtStart, loadavgAtEnd: os.loadavg() },
-    node: process.version,
-    options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, profiles: o.profiles, qd: o.qd, requestBytes: o.requestBytes, volumeSize: o.volumeSize, bandwidthBps: o.bandwidthBps, isolate: o.isolate },
-    units: { latency: 'ms', histogram: 'HdrHistogram compressed base64, values in ns' },
-    cases,
-    check,
-  }, null, 2)}\n`);
-  const md = [
-    `# ack latency (${new Date().toISOString()})`, '',
-    `${o.requestBytes} B random writes, ${o.seconds} s per queue depth after ${o.warmup} s of warm-up; links ${o.bandwidthBps / 1e9} Gb/s, 5 us/km x 1.5 each way; RTTs configured / measured by the nodes.`, '',
-    table, '', check ? check.line : '', '',
-  ].join('\n');
-  fs.writeFileSync(`${stem}.md`, md);
-  fs.writeFileSync(`${stem}.svg`, ackLatencySvg(cases));
-  console.log(`results: ${out} (${path.basename(stem)}.md, ${path.basename(stem)}.svg)`);
+  writeResults({
+    benchmark: 'ack-latency', root, out: o.out, loadavgAtStart,
+    table: ackLatencyTable(cases),
+    check: check ? check.line : '',
+    noCheck: 'acceptance check: needs relay-durable and remote-durable at relay 100 km / secondary 500 km (--profiles regional)',
+    description: `${o.requestBytes} B random writes, ${o.seconds} s per queue depth after ${o.warmup} s of warm-up; links ${o.bandwidthBps / 1e9} Gb/s, 5 us/km x 1.5 each way; RTTs configured / measured by the nodes. The ${machineFloorLine(floor)}.`,
+    files: { svg: ackLatencySvg(cases) },
+    head: { durationS: (Date.now() - started) / 1000, machineFloor: floor },
+    body: {
+      options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, profiles: o.profiles, qd: o.qd, requestBytes: o.requestBytes, volumeSize: o.volumeSize, bandwidthBps: o.bandwidthBps, isolate: o.isolate },
+      units: { latency: 'ms', histogram: 'HdrHistogram compressed base64, values in ns' },
+      cases,
+      check,
+    },
+  });
   // Exit 1 when a case could not be measured; a FAIL of the check is a finding, not a broken bench.
   return cases.some((c) => c.error) ? 1 : 0;
 }

@@ -13,6 +13,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { BenchTopology, positive, writeResults, type BenchOptions } from './lib/bench-run.js';
 import { IscsiClient } from './lib/iscsi-client.js';
 import {
   measuredRtts, nodeOf, rttBetween, startTopology, waitDrained, waitPeersUp, type RunningTopology, type TopologySpec,
@@ -23,7 +24,7 @@ import {
 } from './lib/replication-report.js';
 import { repoRoot } from './lib/repo-root.js';
 
-interface Options {
+interface Options extends BenchOptions {
   seconds: number;
   warmup: number;
   modes: AckMode[];
@@ -33,15 +34,6 @@ interface Options {
   delayMs: number;
   volumeSize: string;
   sampleMs: number;
-  out?: string;
-  keep: boolean;
-  tmpdir: string;
-}
-
-function positive(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -138,29 +130,21 @@ async function main(): Promise<number> {
   if (!fs.existsSync(path.join(root, 'dist/cli/kura.js'))) throw new Error('dist/cli/kura.js not found: build first (npm run build)');
   const dir = fs.mkdtempSync(path.join(o.tmpdir, 'kura-throughput-'));
   const cases: ThroughputCase[] = [];
-  let t: RunningTopology | undefined;
   let failed = false;
-  let interrupted = false;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${sig}: stopping the topology`);
-    void (t ? t.down().catch(() => '') : Promise.resolve('')).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const run = new BenchTopology();
   const configuredMs = 2 * o.delayMs;
   const loadavgAtStart = os.loadavg();
   try {
     console.log(`link ${o.bandwidthBps / 1e9} Gb/s, RTT ${configuredMs} ms; ${o.requestBytes} B sequential writes at QD${o.qd} (${dir})`);
-    t = await startTopology({ root }, dir, spec(o));
+    const t = await startTopology({ root }, dir, spec(o));
+    run.current = t;
     const st = await waitPeersUp(t, 'primary', o.modes);
     console.log(`  up: ${(nodeOf(st, 'primary').iscsi ?? []).join(' ')}`);
     const { rttMs, samples } = await measuredRtts(t, ['primary', 'secondary']);
     const rtt = { configuredMs, measuredMs: rttBetween(rttMs, 'primary', 'secondary'), heartbeats: rttBetween(samples, 'primary', 'secondary') };
     console.log(`  RTT configured ${configuredMs} ms, measured ${rtt.measuredMs === undefined ? '-' : rtt.measuredMs.toFixed(3)} ms`);
     for (const mode of o.modes) {
-      if (interrupted) break;
+      if (run.interrupted) break;
       try {
         const c = await measureMode(t, mode, o, rtt);
         cases.push(c);
@@ -176,38 +160,22 @@ async function main(): Promise<number> {
     failed = true;
     console.error((err as Error).message);
   } finally {
-    if (t) {
-      if (failed) console.error(t.logTails(8));
-      await t.down().catch((err: Error) => console.error(`kura down: ${err.message}`));
-    }
-    if (!o.keep && !failed) fs.rmSync(dir, { recursive: true, force: true });
-    else console.log(`kept ${dir}`);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    await run.teardown(dir, { failed, keep: o.keep });
   }
-  if (interrupted) return 130;
-  const table = throughputTable(cases);
+  if (run.close()) return 130;
   const check = throughputCheck(cases);
-  console.log(`\n${table}\n\n${check.line}`);
-  const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
-  const out = o.out ?? path.join(root, 'bench/results', `replication-throughput-${date}.json`);
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, `${JSON.stringify({
-    benchmark: 'replication-throughput',
-    date: new Date().toISOString(),
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), kernel: os.release(), loadavgAtStart, loadavgAtEnd: os.loadavg() },
-    node: process.version,
-    options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, qd: o.qd, requestBytes: o.requestBytes, bandwidthBps: o.bandwidthBps, delayMs: o.delayMs, volumeSize: o.volumeSize, sampleMs: o.sampleMs },
-    cases,
-    check,
-  }, null, 2)}\n`);
-  fs.writeFileSync(out.replace(/\.json$/, '.md'), [
-    `# replication throughput (${new Date().toISOString()})`, '',
-    `${o.requestBytes} B sequential writes at QD${o.qd}, ${o.seconds} s per mode; one link of ${o.bandwidthBps / 1e9} Gb/s, RTT ${configuredMs} ms. ` +
-      'Applied = write payload bytes the secondary applied per second over the steady part; % of the link = its bit rate over the link\'s.', '',
-    table, '', check.line, '',
-  ].join('\n'));
-  console.log(`results: ${out}`);
+  writeResults({
+    benchmark: 'replication-throughput', root, out: o.out, loadavgAtStart,
+    table: throughputTable(cases),
+    check: check.line,
+    description: `${o.requestBytes} B sequential writes at QD${o.qd}, ${o.seconds} s per mode; one link of ${o.bandwidthBps / 1e9} Gb/s, RTT ${configuredMs} ms. ` +
+      'Applied = write payload bytes the secondary applied per second over the steady part; % of the link = its bit rate over the link\'s.',
+    body: {
+      options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, qd: o.qd, requestBytes: o.requestBytes, bandwidthBps: o.bandwidthBps, delayMs: o.delayMs, volumeSize: o.volumeSize, sampleMs: o.sampleMs },
+      cases,
+      check,
+    },
+  });
   return failed ? 1 : 0;
 }
 

@@ -13,7 +13,9 @@ import { expect } from 'chai';
 import fs from 'node:fs';
 import path from 'node:path';
 import { IscsiClient } from '../bench/lib/iscsi-client.js';
-import { kura, nodeOf, relayTopology, startTopology, waitPeersUp, type RunningTopology, type TopologySpec } from '../bench/lib/kura-topology.js';
+import {
+  kura, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RunningTopology, type TopologySpec,
+} from '../bench/lib/kura-topology.js';
 import { run } from '../bench/processes.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
 
@@ -99,7 +101,8 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
       return v.sequence === n ? v : undefined;
     }, 60000);
     expect(sec.appliedBytes, 'each write applied exactly once').to.equal(n * 8 * BS);
-    expect(await until('the relay drains', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000)).to.equal(0);
+    await waitDrained(t, 'primary', 'vol0', 30000);
+    expect(await relayBacklog(t), 'the relay drains').to.equal(0);
     const v = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
     expect(v.code, v.stdout + v.stderr).to.equal(0);
   });
@@ -125,7 +128,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     await writer;
     c.close();
     expect(acked.length).to.be.greaterThan(20);
-    await until('the relay drains', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    await waitRelaysDrained(t, 30000); // the primary is gone: the relay forwards what it holds
     await kura(cli, ['promote', 'vol0', t.file]);
     const sec = await secondaryVolume(t);
     // Prefix: blocks 0..k-1 hold writes 0..k-1, everything after is untouched; k covers every ack.
@@ -160,7 +163,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(diff.code, diff.stdout + diff.stderr).to.equal(1);
     await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
     await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
-    await until('the relay drains after healing', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 60000);
+    await waitDrained(t, 'primary', 'vol0', 60000);
     c.close();
     const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
     expect(same.code, same.stdout + same.stderr).to.equal(0);
@@ -182,7 +185,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     const copied = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'copy', 'vol0', t.file, '--lba', '0', '--blocks', '128'], { timeoutMs: 60000 });
     expect(copied.code, copied.stdout + copied.stderr).to.equal(0);
     expect(copied.stdout).to.match(/vol0: copied 128 blocks to secondary/);
-    await until('the secondary caught up', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    await waitDrained(t, 'primary', 'vol0', 30000);
     const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
     expect(same.code, same.stdout + same.stderr).to.equal(0);
 
@@ -220,7 +223,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     const cdb = Buffer.from([0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, params.length, 0, 0]);
     const res = await c.command(cdb, { dataOut: params });
     expect(res.status, JSON.stringify(res.sense)).to.equal(0);
-    await until('the relay forwarded the copy', async () => ((await relayBacklog(t!)) === 0 ? 0 : undefined), 30000);
+    await waitDrained(t, 'primary', 'vol0', 30000);
     const copied = (await s.read(4096, BS, 32)).data;
     expect(copied.equals(Buffer.concat([0, 1, 2, 3].map(block))), 'the secondary holds the range at the destination LBA').to.equal(true);
     expect((await c.read(4096, BS, 32)).data.equals(Buffer.alloc(32 * BS)), 'the primary\'s own blocks there are untouched').to.equal(true);

@@ -15,7 +15,7 @@ import type { GuestImage } from '../../qemu/image-builder.js';
 import { fsckLun, writeImageToLun } from '../../qemu/lun.js';
 import { runVm, type Accel } from '../../qemu/vm.js';
 import { Random } from '../../hal/sim/random.js';
-import { kura, nodeOf, relayTopology, startTopology, waitPeersUp, type KuraCli, type RunningTopology } from './kura-topology.js';
+import { kura, nodeOf, relayTopology, startTopology, waitPeersUp, waitRelaysDrained, type KuraCli, type RunningTopology } from './kura-topology.js';
 
 export interface CrashPointOptions {
   cli: KuraCli;
@@ -43,20 +43,6 @@ export interface CrashPointResult {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The relay holds nothing more for the secondary (everything acknowledged has been forwarded). */
-async function waitRelayDrained(t: RunningTopology, relay: string, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await t.nodeStatus(relay).catch(() => undefined);
-    if (s?.relay !== undefined && s.relay.backlogRecords === 0) return;
-    if (Date.now() > end) {
-      const sec = await t.nodeStatus('secondary').catch((e: Error) => e.message);
-      throw new Error(`relay ${relay} still holds ${s?.relay?.backlogRecords ?? '?'} records after ${timeoutMs} ms\nrelay: ${JSON.stringify(s)}\nsecondary: ${JSON.stringify(sec)}\n${t.logTails()}`);
-    }
-    await sleep(100);
-  }
-}
 
 function pidOf(t: RunningTopology, node: string): number {
   return Number(fs.readFileSync(path.join(t.dataDir, 'run', `${node}.pid`), 'utf8').trim());
@@ -117,7 +103,8 @@ export async function runCrashPoint(o: CrashPointOptions): Promise<CrashPointRes
     log(`seed ${o.seed}: crashed after ${announced.length} fsynced files (target ${killAfterFiles} + ${extraMs} ms)`);
 
     at = Date.now();
-    await waitRelayDrained(t, 'relay', 60_000);
+    // The primary is gone: what is left to wait for is the relay forwarding all it holds.
+    await waitRelaysDrained(t, 60_000);
     const drain = Date.now() - at;
     await kura(o.cli, ['promote', 'root', t.file]);
     const sec = nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'root');

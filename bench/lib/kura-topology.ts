@@ -35,6 +35,8 @@ export interface VolumeState {
   volume: string;
   role: 'primary' | 'secondary';
   ackMode: string;
+  generation: number;
+  /** Last sequence handed out (primary) or applied (secondary). */
   sequence: number;
   lagWrites: number;
   lagBytes: number;
@@ -117,6 +119,8 @@ export function relayTopology(p: { name: string; relayKm: number; secondaryKm: n
 }
 
 export interface RunningTopology {
+  /** What runs: its nodes (the relays among them) and volumes. */
+  readonly spec: TopologySpec;
   readonly dir: string;
   readonly file: string;
   readonly dataDir: string;
@@ -232,7 +236,7 @@ export async function startTopology(cli: KuraCli, dir: string, spec: TopologySpe
     return path.join(dataDir, node, 'run', 'admin.sock');
   };
   return {
-    dir, file, dataDir, iscsi,
+    spec, dir, file, dataDir, iscsi,
     status: async (timeoutMs = 30_000) => JSON.parse(await kura(cli, ['status', file, '--json'], timeoutMs)) as StatusReport,
     nodeStatus: (node, timeoutMs = 2000) => adminGet<NodeState>(socketOf(node), '/status', timeoutMs),
     down: () => kura(cli, ['down', file], 120_000),
@@ -274,15 +278,71 @@ export async function waitPeersUp(t: RunningTopology, primary: string, volumes: 
   }
 }
 
-/** Wait until the primary's volume has nothing unconfirmed (lag 0, nothing pending an ack). */
+/** The relays of the topology. */
+export function relaysOf(t: RunningTopology): string[] {
+  return t.spec.nodes.filter((n) => n.role === 'relay').map((n) => n.name);
+}
+
+/** What the relays still hold, one line per relay that holds something or does not answer; empty when none does. */
+async function relayBacklogs(t: RunningTopology, relays: readonly string[]): Promise<{ pending: string[]; statuses: Record<string, unknown> }> {
+  const pending: string[] = [];
+  const statuses: Record<string, unknown> = {};
+  for (const relay of relays) {
+    const s = await t.nodeStatus(relay).catch((err: Error) => err);
+    statuses[relay] = s instanceof Error ? s.message : s;
+    if (s instanceof Error) pending.push(`relay ${relay}: ${s.message}`);
+    else if (!s.relay) pending.push(`relay ${relay}: no relay backlog in its status`);
+    else if (s.relay.backlogRecords !== 0 || s.relay.backlogBytes !== 0) pending.push(`relay ${relay} holds ${s.relay.backlogRecords} records, ${s.relay.backlogBytes} bytes`);
+  }
+  return { pending, statuses };
+}
+
+/**
+ * Wait until every relay (default: all of the topology) holds nothing more for a secondary: each
+ * forwarded everything it acknowledged. Needs no primary (a crash test waits so after killing it).
+ */
+export async function waitRelaysDrained(t: RunningTopology, timeoutMs = 60_000, relays: readonly string[] = relaysOf(t)): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const { pending, statuses } = await relayBacklogs(t, relays);
+    if (pending.length === 0) return;
+    if (Date.now() > end) throw new Error(`relays not drained within ${timeoutMs / 1000} s: ${pending.join('; ')}\n${JSON.stringify(statuses)}\n${t.logTails()}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * Wait until the replication of the primary's volume is at rest: the primary has nothing
+ * unconfirmed (lag 0, nothing pending an ack), every relay of the topology has no backlog (a relay's
+ * backlog is not per volume: this waits for all of it), and the volume's secondary (from the spec)
+ * has applied the primary's sequence in the same generation. The primary not answering fails at
+ * once; relays and the secondary are asked again until `timeoutMs`.
+ */
 export async function waitDrained(t: RunningTopology, primary: string, volume: string, timeoutMs = 120_000): Promise<VolumeState> {
+  const secondary = t.spec.volumes.find((v) => v.name === volume && v.primary === primary)?.secondary;
+  const relays = relaysOf(t);
   const end = Date.now() + timeoutMs;
   for (;;) {
     const s = await t.nodeStatus(primary);
     const v = s.volumes.find((x) => x.volume === volume && x.role === 'primary');
     if (!v) throw new Error(`status of ${primary}: no primary volume "${volume}"`);
-    if (v.lagWrites === 0 && v.pendingAck === 0) return v;
-    if (Date.now() > end) throw new Error(`volume ${volume}: replication lag did not drain within ${timeoutMs / 1000} s (${v.lagWrites} writes, ${v.lagBytes} bytes, ${v.pendingAck} pending)`);
+    const pending: string[] = [];
+    if (v.lagWrites !== 0 || v.pendingAck !== 0) {
+      pending.push(`${primary}: ${v.lagWrites} writes, ${v.lagBytes} bytes, ${v.pendingAck} pending`);
+    } else {
+      // The others only once the primary is at rest: fewer status requests while it drains.
+      pending.push(...(await relayBacklogs(t, relays)).pending);
+      if (secondary !== undefined) {
+        const sv = await t.nodeStatus(secondary).then((x) => x.volumes.find((y) => y.volume === volume && y.role === 'secondary'), (err: Error) => err);
+        if (sv instanceof Error) pending.push(`secondary ${secondary}: ${sv.message}`);
+        else if (!sv) pending.push(`secondary ${secondary}: no secondary volume "${volume}"`);
+        else if (sv.generation !== v.generation || sv.sequence < v.sequence) {
+          pending.push(`secondary ${secondary}: applied ${sv.generation}:${sv.sequence}, primary at ${v.generation}:${v.sequence}`);
+        }
+      }
+    }
+    if (pending.length === 0) return v;
+    if (Date.now() > end) throw new Error(`volume ${volume}: replication did not drain within ${timeoutMs / 1000} s (${pending.join('; ')})`);
     await sleep(100);
   }
 }
