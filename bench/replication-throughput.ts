@@ -3,7 +3,7 @@
  * 10 ms RTT (delayMs 5 each way); the host writes sequentially (1 MiB at QD32 by default) through
  * iSCSI for T seconds, with ack mode remote-received and local. While it writes, the nodes' status
  * is sampled (admin sockets, every 250 ms): the secondary's `appliedBytes` (write payload applied),
- * the primary's `replicatedBytes`. Over the steady part (after the first quarter, at least 1 s) the
+ * the primary's `ackedBytes` (answered by the secondary: delivered, not just queued). Over the steady part (after the first quarter, at least 1 s) the
  * applied rate is the replication goodput, reported as % of the link's bit rate; the host's own
  * rate beside it. The issue's bar: at least 90% (remote-received).
  *
@@ -91,7 +91,7 @@ async function measureMode(t: RunningTopology, mode: AckMode, o: Options, rtt: R
       const [p, s] = await Promise.all([t.nodeStatus('primary').catch(() => undefined), t.nodeStatus('secondary').catch(() => undefined)]);
       const pv = p?.volumes.find((v) => v.volume === mode && v.role === 'primary');
       const sv = s?.volumes.find((v) => v.volume === mode && v.role === 'secondary');
-      c.samples.push({ tMs, hostBytes: host, appliedBytes: sv?.appliedBytes, replicatedBytes: pv?.replicatedBytes, sequence: sv?.sequence });
+      c.samples.push({ tMs, hostBytes: host, appliedBytes: sv?.appliedBytes, replicatedBytes: pv?.ackedBytes, sequence: sv?.sequence });
     };
     const sampler = (async () => {
       while (sampling) {

@@ -43,6 +43,7 @@ export interface VolumeState {
   pendingAck: number;
   peers: PeerState[];
   replicatedBytes?: number;
+  ackedBytes?: number;
   appliedBytes?: number;
 }
 

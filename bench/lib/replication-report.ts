@@ -305,6 +305,7 @@ export interface ThroughputSample {
   /** ms since the measured load started. */
   tMs: number;
   appliedBytes?: number;
+  /** The primary's ackedBytes: bytes the secondary answered (delivered over the link). */
   replicatedBytes?: number;
   sequence?: number;
   hostBytes: number;

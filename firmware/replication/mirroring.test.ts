@@ -366,7 +366,7 @@ describe('mirroring: bookkeeping', () => {
     expect(s.peers.map((p) => `${p.name}:${p.state}`)).to.deep.equal(['r0:up', 'sec:up']);
     await r.sim.run(w);
     s = r.mirroring.status();
-    expect(s).to.include({ sequence: 1, pendingAck: 0, lagWrites: 0, lagBytes: 0, sends: 1, resends: 0, replicatedBytes: 8 * BS });
+    expect(s).to.include({ sequence: 1, pendingAck: 0, lagWrites: 0, lagBytes: 0, sends: 1, resends: 0, replicatedBytes: 8 * BS, ackedBytes: 8 * BS });
     await until(r.sim, () => r.relays[0]!.forwarded === 1);
   });
 });

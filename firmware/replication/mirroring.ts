@@ -167,6 +167,7 @@ export class Mirroring {
   /** Ranges a backup is reading: a host write replicated meanwhile over one spoils that read. */
   private readonly watches = new Set<{ lba: number; end: number; dirty: boolean }>();
   private replicatedBytes = 0;
+  private ackedBytes = 0;
   private lagBytes = 0;
   private readonly copies = new CopyPool(32 * 2 ** 20);
   private sends = 0;
@@ -298,7 +299,7 @@ export class Mirroring {
     return {
       volume: this.o.volumeName, role: 'primary', ackMode: this.o.ackMode, generation: this.generation,
       sequence: this.sequence, lagWrites: this.pending.size, lagBytes: this.lagBytes, pendingAck: this.sequence - this.ackedThrough,
-      replicatedBytes: this.replicatedBytes, sends: this.sends, resends: this.resends, peers,
+      replicatedBytes: this.replicatedBytes, ackedBytes: this.ackedBytes, sends: this.sends, resends: this.resends, peers,
     };
   }
 
@@ -433,6 +434,7 @@ export class Mirroring {
     this.done(p);
     this.pending.delete(p.seq);
     this.lagBytes -= p.data.length;
+    this.ackedBytes += p.data.length;
     while (this.ackedThrough < this.sequence && !this.pending.has(this.ackedThrough + 1)) this.ackedThrough++;
     while (this.waiters.length > 0 && this.waiters[0]!.seq <= this.ackedThrough) this.waiters.shift()!.resolve();
     while (this.roomWaiters.length > 0 && this.lagBytes <= this.maxLagBytes) this.roomWaiters.shift()!();

@@ -67,6 +67,8 @@ export interface ReplicationStatus {
   peers: PeerStatus[];
   /** Bytes of every write replicated (primary) or applied (secondary) in this generation. */
   replicatedBytes?: number;
+  /** Primary: bytes of the writes a relay or the secondary answered (delivered to the first hop). */
+  ackedBytes?: number;
   appliedBytes?: number;
   /** Primary: sends, and sends repeated after a failure. */
   sends?: number;
