@@ -26,16 +26,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Clock, Timer } from './clock.js';
-
-interface Entry {
-  due: number;
-  seq: number;
-  fn: (() => void) | null;
-}
-
-function before(x: Entry, y: Entry): boolean {
-  return x.due < y.due || (x.due === y.due && x.seq < y.seq);
-}
+import { TimerHeap, type HeapTimer } from './timer-heap.js';
 
 export interface PreciseSchedulerStats {
   fired: number;
@@ -219,7 +210,7 @@ export class PreciseScheduler {
   readonly stats: PreciseSchedulerStats = { fired: 0, spins: 0, maxLateMs: 0, wakes: 0, wakeLatencyMs: 0.1, spinTimeMs: 0 };
   /** Fixed spin lead (spinMs given, or the timeout mode's), else learnt. */
   private readonly fixedSpinMs: number | undefined;
-  private readonly heap: Entry[] = [];
+  private readonly heap = new TimerHeap<HeapTimer>();
   private seq = 0;
   private live = 0;
   private coarse: NodeJS.Timeout | undefined;
@@ -277,8 +268,8 @@ export class PreciseScheduler {
   /** Run `fn` once when performance.now() reaches `due`. */
   at(due: number, fn: () => void): Timer {
     if (Number.isNaN(due)) throw new RangeError('PreciseScheduler.at: due is NaN');
-    const e: Entry = { due, seq: this.seq++, fn };
-    this.push(e);
+    const e: HeapTimer = { due, seq: this.seq++, fn };
+    this.heap.push(e);
     this.live++;
     this.arm();
     return {
@@ -303,8 +294,8 @@ export class PreciseScheduler {
   }
 
   private arm(): void {
-    this.dropCancelled();
-    const head = this.heap[0];
+    this.heap.dropCancelled();
+    const head = this.heap.peek();
     if (head === undefined) {
       if (this.coarse !== undefined) {
         clearTimeout(this.coarse);
@@ -349,8 +340,8 @@ export class PreciseScheduler {
     if (!this.wakerDue) return;
     this.wakerDue = false;
     const w = this.waker;
-    this.dropCancelled();
-    const head = this.heap[0];
+    this.heap.dropCancelled();
+    const head = this.heap.peek();
     if (w === undefined || !w.ready || head === undefined || this.spinning) return;
     const wakeAt = head.due - this.spinMs;
     const now = performance.now();
@@ -376,14 +367,14 @@ export class PreciseScheduler {
     let error: unknown;
     let failed = false;
     const now = performance.now();
-    const due: Entry[] = [];
+    const due: HeapTimer[] = [];
     for (;;) {
-      this.dropCancelled();
-      const head = this.heap[0];
+      this.heap.dropCancelled();
+      const head = this.heap.peek();
       if (head === undefined || head.due > now) break;
-      due.push(this.pop()!);
+      due.push(this.heap.pop()!);
     }
-    if (due.length > 0 || this.heap.length === 0) {
+    if (due.length > 0 || this.heap.size === 0) {
       if (this.spinFrom >= 0) this.stats.spinTimeMs += now - this.spinFrom;
       this.spinFrom = -1;
     }
@@ -408,44 +399,6 @@ export class PreciseScheduler {
     this.arm();
     if (failed) throw error;
   };
-
-  private dropCancelled(): void {
-    while (this.heap.length > 0 && this.heap[0]!.fn === null) this.pop();
-  }
-
-  private push(e: Entry): void {
-    const h = this.heap;
-    let i = h.length;
-    h.push(e);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(e, h[parent]!)) break;
-      h[i] = h[parent]!;
-      i = parent;
-    }
-    h[i] = e;
-  }
-
-  private pop(): Entry | undefined {
-    const h = this.heap;
-    if (h.length === 0) return undefined;
-    const top = h[0]!;
-    const last = h.pop()!;
-    if (h.length > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const r = l + 1;
-        const child = r < h.length && before(h[r]!, h[l]!) ? r : l;
-        if (!before(h[child]!, last)) break;
-        h[i] = h[child]!;
-        i = child;
-      }
-      h[i] = last;
-    }
-    return top;
-  }
 }
 
 let shared: PreciseScheduler | undefined;

@@ -11,6 +11,7 @@
  * spoils one frame whose header is sound: that error carries the frame, and decoding goes on.
  */
 import { crc32c } from '@node-rs/crc32';
+import { ByteQueue } from '../byte-queue.js';
 import {
   BASE_HEADER_LENGTH, FRAME_MAGIC, FrameType, MAX_HEADER_LENGTH, SUPPORTED_VERSIONS, TRAILER_LENGTH, frameTypeName, headerLengthOf,
   isFrameType, parseHeader, payloadBounds, type Frame,
@@ -57,10 +58,7 @@ const PREFIX = 12;
 export class FrameDecoder {
   readonly maxPayload: number;
   readonly versions: readonly number[];
-  private chunks: Buffer[] = [];
-  /** Read offset into chunks[0]. */
-  private head = 0;
-  private length = 0;
+  private readonly bytes = new ByteQueue();
   /** A checked header waiting for its payload. */
   private pending: Omit<Frame, 'payload'> | null = null;
   private pendingLength = 0;
@@ -77,7 +75,7 @@ export class FrameDecoder {
 
   /** Bytes received and not yet returned in a frame. */
   get buffered(): number {
-    return this.length;
+    return this.bytes.length;
   }
 
   /** The fatal error that stopped this decoder, if any. */
@@ -86,9 +84,8 @@ export class FrameDecoder {
   }
 
   push(chunk: Buffer): void {
-    if (this.error !== null || chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
+    if (this.error !== null) return;
+    this.bytes.push(chunk);
   }
 
   /** The next frame or error, or undefined when more bytes are needed (or after a fatal error). */
@@ -100,8 +97,8 @@ export class FrameDecoder {
       if (this.pending === null) return undefined;
     }
     const h = this.pending;
-    if (this.length < this.pendingLength) return undefined;
-    const payload = this.pendingLength === 0 ? Buffer.alloc(0) : this.take(this.pendingLength);
+    if (this.bytes.length < this.pendingLength) return undefined;
+    const payload = this.pendingLength === 0 ? Buffer.alloc(0) : this.bytes.take(this.pendingLength);
     const header = this.pendingHeader!;
     this.pending = null;
     this.pendingHeader = null;
@@ -114,8 +111,8 @@ export class FrameDecoder {
   }
 
   private readHeader(): DecodeEvent | undefined {
-    if (this.length < PREFIX) return undefined;
-    const prefix = this.peek(PREFIX);
+    if (this.bytes.length < PREFIX) return undefined;
+    const prefix = this.bytes.peek(PREFIX);
     const magic = prefix.readUInt32BE(0);
     if (magic !== FRAME_MAGIC) {
       return this.fail(new FrameError('bad-magic', `bad frame magic 0x${magic.toString(16).padStart(8, '0')} (want 0x${FRAME_MAGIC.toString(16)})`, true));
@@ -130,8 +127,8 @@ export class FrameDecoder {
     if (headerLength < BASE_HEADER_LENGTH + TRAILER_LENGTH || headerLength > MAX_HEADER_LENGTH || headerLength % 4 !== 0) {
       return this.fail(new FrameError('header-length', `header length ${headerLength} is not a multiple of 4 in ${BASE_HEADER_LENGTH + TRAILER_LENGTH}..${MAX_HEADER_LENGTH}`, true));
     }
-    if (this.length < headerLength) return undefined;
-    const header = this.take(headerLength);
+    if (this.bytes.length < headerLength) return undefined;
+    const header = this.bytes.take(headerLength);
     const crc = crc32c(header.subarray(0, headerLength - 4)) >>> 0;
     if (crc !== header.readUInt32BE(headerLength - 4)) {
       return this.fail(new FrameError('header-crc', `header CRC32C mismatch (${header.length} header bytes)`, true));
@@ -161,56 +158,8 @@ export class FrameDecoder {
   private fail(error: FrameError): DecodeEvent {
     if (error.fatal) {
       this.error = error;
-      this.chunks = [];
-      this.length = 0;
-      this.head = 0;
+      this.bytes.clear();
     }
     return { kind: 'error', error };
-  }
-
-  /** The first n buffered bytes, not consumed. */
-  private peek(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    let pos = this.head;
-    for (const c of this.chunks) {
-      const k = Math.min(n - filled, c.length - pos);
-      c.copy(out, filled, pos, pos + k);
-      filled += k;
-      pos = 0;
-      if (filled === n) break;
-    }
-    return out;
-  }
-
-  /** Remove n bytes from the front: a view when they lie in one chunk. */
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.consume(n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(n - filled, c.length - this.head);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.consume(k);
-    }
-    return out;
-  }
-
-  private consume(n: number): void {
-    this.length -= n;
-    this.head += n;
-    while (this.chunks.length > 0 && this.head >= this.chunks[0]!.length) {
-      this.head -= this.chunks[0]!.length;
-      this.chunks.shift();
-    }
   }
 }

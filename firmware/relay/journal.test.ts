@@ -1,10 +1,9 @@
 import { expect } from 'chai';
-import type { BlockDevice, WriteOptions } from '../../hal/block-device.js';
-import { DeviceError } from '../../hal/block-device.js';
 import { SimDevice, Simulator, type Random } from '../../hal/sim/index.js';
 import { KIND_PAD, RECORD_HEADER, SUPERBLOCK_SLOT, decodeRecordHeader, decodeSuperblock } from './journal-format.js';
 import { DeviceJournal, type RecoveryReport } from './journal.js';
 import { JournalFailedError, JournalFullError, RecordTooLargeError, type AppendRequest } from './journal-types.js';
+import { ProcessDevice } from './test-fixture.js';
 
 function data(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
@@ -14,28 +13,6 @@ function data(n: number, seed: number): Buffer {
 
 function req(issue: number, n: number, extra: Partial<AppendRequest> = {}): AppendRequest {
   return { id: { sourceUnit: 11, issue }, volume: 2, lba: issue * 8, blocks: Math.ceil(n / 512), data: data(n, issue), ...extra };
-}
-
-/**
- * The relay process's view of its device. kill() is the process dying with the power: the old
- * journal object can never touch the medium again (its late callbacks find a dead device).
- */
-class ProcessDevice implements BlockDevice {
-  private dead = false;
-  constructor(readonly dev: SimDevice) {}
-  get name(): string { return this.dev.name; }
-  get size(): number { return this.dev.size; }
-  get volatileCache(): boolean { return this.dev.volatileCache; }
-  get canDiscard(): boolean { return this.dev.canDiscard; }
-  kill(): void { this.dead = true; }
-  private gone(op: 'read' | 'write' | 'flush' | 'discard', offset: number, length: number): Promise<void> {
-    return Promise.reject(new DeviceError(op, offset, length, 'EBADF', 'process is dead'));
-  }
-  read(offset: number, into: Uint8Array): Promise<void> { return this.dead ? this.gone('read', offset, into.length) : this.dev.read(offset, into); }
-  write(offset: number, from: Uint8Array, o?: WriteOptions): Promise<void> { return this.dead ? this.gone('write', offset, from.length) : this.dev.write(offset, from, o); }
-  flush(): Promise<void> { return this.dead ? this.gone('flush', 0, 0) : this.dev.flush(); }
-  discard(offset: number, length: number): Promise<void> { return this.dead ? this.gone('discard', offset, length) : this.dev.discard(offset, length); }
-  close(): Promise<void> { return Promise.resolve(); }
 }
 
 async function fresh(opts: { size?: number; latency?: number; align?: number; whenFull?: 'wait' | 'fail'; volatileCache?: boolean } = {}) {

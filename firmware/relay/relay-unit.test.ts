@@ -1,6 +1,4 @@
 import { expect } from 'chai';
-import type { BlockDevice, WriteOptions } from '../../hal/block-device.js';
-import { DeviceError } from '../../hal/block-device.js';
 import { SimDevice, Simulator } from '../../hal/sim/index.js';
 import type { CommandId } from '../processing-sequencer.js';
 import { PeerError } from '../peer/errors.js';
@@ -13,6 +11,7 @@ import { DeviceJournal } from './journal.js';
 import type { RelayJournal } from './journal-types.js';
 import { BatteryBackedMemory, MemoryJournal } from './memory-journal.js';
 import { RelayUnit, type RelayUnitOptions } from './relay-unit.js';
+import { ProcessDevice } from './test-fixture.js';
 
 const PRIMARY = 11;
 const RELAY = 20;
@@ -73,25 +72,6 @@ class FakeSecondary {
     while (this.gate !== null) await this.gate;
     return 'durable';
   }
-}
-
-/** The relay process's device; kill() is the process dying (as in journal.test.ts). */
-class ProcessDevice implements BlockDevice {
-  private dead = false;
-  constructor(readonly dev: SimDevice) {}
-  get name(): string { return this.dev.name; }
-  get size(): number { return this.dev.size; }
-  get volatileCache(): boolean { return this.dev.volatileCache; }
-  get canDiscard(): boolean { return this.dev.canDiscard; }
-  kill(): void { this.dead = true; }
-  private gone(op: 'read' | 'write' | 'flush' | 'discard', offset: number, length: number): Promise<void> {
-    return Promise.reject(new DeviceError(op, offset, length, 'EBADF', 'process is dead'));
-  }
-  read(offset: number, into: Uint8Array): Promise<void> { return this.dead ? this.gone('read', offset, into.length) : this.dev.read(offset, into); }
-  write(offset: number, from: Uint8Array, o?: WriteOptions): Promise<void> { return this.dead ? this.gone('write', offset, from.length) : this.dev.write(offset, from, o); }
-  flush(): Promise<void> { return this.dead ? this.gone('flush', 0, 0) : this.dev.flush(); }
-  discard(offset: number, length: number): Promise<void> { return this.dead ? this.gone('discard', offset, length) : this.dev.discard(offset, length); }
-  close(): Promise<void> { return Promise.resolve(); }
 }
 
 async function deviceJournal(sim: Simulator, o: { latency?: number } = {}) {

@@ -5,6 +5,7 @@
  * async firmware, use Simulator.run()/advance() (simulator.ts), which settle between timers.
  */
 import type { Clock, Timer } from '../clock.js';
+import { TimerHeap } from '../timer-heap.js';
 
 class VirtualTimer implements Timer {
   constructor(
@@ -22,16 +23,12 @@ class VirtualTimer implements Timer {
   }
 }
 
-function before(x: VirtualTimer, y: VirtualTimer): boolean {
-  return x.due < y.due || (x.due === y.due && x.seq < y.seq);
-}
-
 export class VirtualClock implements Clock {
   private t: number;
   private readonly wallBase: number;
   private seq = 0;
   private live = 0;
-  private readonly heap: VirtualTimer[] = [];
+  private readonly heap = new TimerHeap<VirtualTimer>();
 
   constructor(opts: { start?: number; wallStart?: number } = {}) {
     this.t = opts.start ?? 0;
@@ -50,7 +47,7 @@ export class VirtualClock implements Clock {
   setTimer(ms: number, fn: () => void): Timer {
     if (Number.isNaN(ms)) throw new RangeError('VirtualClock.setTimer: ms is NaN');
     const timer = new VirtualTimer(this.t + Math.max(0, ms), this.seq++, fn, this);
-    this.push(timer);
+    this.heap.push(timer);
     this.live++;
     return timer;
   }
@@ -62,14 +59,14 @@ export class VirtualClock implements Clock {
 
   /** When the next timer is due, or undefined when none is pending. */
   nextTimerAt(): number | undefined {
-    this.dropCancelled();
-    return this.heap.length > 0 ? this.heap[0]!.due : undefined;
+    this.heap.dropCancelled();
+    return this.heap.peek()?.due;
   }
 
   /** Move to the next timer's due time and fire it. False when no timer is pending. */
   fireNext(): boolean {
-    this.dropCancelled();
-    const timer = this.pop();
+    this.heap.dropCancelled();
+    const timer = this.heap.pop();
     if (!timer) return false;
     if (timer.due > this.t) this.t = timer.due;
     const fn = timer.fn!;
@@ -107,43 +104,5 @@ export class VirtualClock implements Clock {
   /** @internal */
   cancelled(): void {
     this.live--;
-  }
-
-  private dropCancelled(): void {
-    while (this.heap.length > 0 && this.heap[0]!.fn === null) this.pop();
-  }
-
-  private push(timer: VirtualTimer): void {
-    const h = this.heap;
-    let i = h.length;
-    h.push(timer);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(timer, h[parent]!)) break;
-      h[i] = h[parent]!;
-      i = parent;
-    }
-    h[i] = timer;
-  }
-
-  private pop(): VirtualTimer | undefined {
-    const h = this.heap;
-    if (h.length === 0) return undefined;
-    const top = h[0]!;
-    const last = h.pop()!;
-    if (h.length > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const r = l + 1;
-        const child = r < h.length && before(h[r]!, h[l]!) ? r : l;
-        if (!before(h[child]!, last)) break;
-        h[i] = h[child]!;
-        i = child;
-      }
-      h[i] = last;
-    }
-    return top;
   }
 }

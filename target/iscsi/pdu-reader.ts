@@ -4,6 +4,7 @@
  * MaxRecvDataSegmentLength is reported from its header alone and then skipped as it streams in.
  */
 import { crc32c } from '@node-rs/crc32';
+import { ByteQueue } from '../../firmware/byte-queue.js';
 import { BHS_LENGTH, DIGEST_LENGTH, Pdu, padLength } from './pdu.js';
 
 export type ReadEvent =
@@ -19,54 +20,50 @@ export class PduReader {
   /** Our declared MaxRecvDataSegmentLength (8192 until the login says otherwise). */
   maxDataSegment = 8192;
 
-  private chunks: Buffer[] = [];
-  /** Read offset into chunks[0]. */
-  private head = 0;
-  private length = 0;
+  private readonly bytes = new ByteQueue();
   /** Bytes of an oversize data segment still to discard. */
   private skip = 0;
 
   /** Bytes received and not yet returned as a PDU. */
   get buffered(): number {
-    return this.length;
+    return this.bytes.length;
   }
 
   push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
+    this.bytes.push(chunk);
   }
 
   /** The next complete PDU or framing event, or undefined when more bytes are needed. */
   next(): ReadEvent | undefined {
+    const q = this.bytes;
     if (this.skip > 0) {
-      const n = Math.min(this.skip, this.length);
-      this.consume(n);
+      const n = Math.min(this.skip, q.length);
+      q.consume(n);
       this.skip -= n;
       if (this.skip > 0) return undefined;
     }
-    if (this.length < BHS_LENGTH) return undefined;
-    const ahsLength = this.byteAt(4) * 4;
-    const dsl = (this.byteAt(5) << 16) | (this.byteAt(6) << 8) | this.byteAt(7);
+    if (q.length < BHS_LENGTH) return undefined;
+    const ahsLength = q.byteAt(4) * 4;
+    const dsl = (q.byteAt(5) << 16) | (q.byteAt(6) << 8) | q.byteAt(7);
     const headerLength = BHS_LENGTH + ahsLength + (this.headerDigest ? DIGEST_LENGTH : 0);
     const dataLength = dsl === 0 ? 0 : dsl + padLength(dsl) + (this.dataDigest ? DIGEST_LENGTH : 0);
 
     if (dsl > this.maxDataSegment) {
-      if (this.length < headerLength) return undefined;
-      const header = this.take(headerLength);
+      if (q.length < headerLength) return undefined;
+      const header = q.take(headerLength);
       if (!this.headerOk(header, 0, ahsLength)) return { kind: 'header-digest-error', bhs: header.subarray(0, BHS_LENGTH) };
       this.skip = dataLength;
       return { kind: 'oversize', bhs: header.subarray(0, BHS_LENGTH), length: dsl };
     }
 
     const total = headerLength + dataLength;
-    if (this.length < total) return undefined;
+    if (q.length < total) return undefined;
     // Views straight into the receive chunk when the PDU lies in one (the common case).
-    let buf = this.chunks[0];
-    let at = this.head;
-    if (buf.length - at >= total) this.consume(total);
+    let buf = q.first!;
+    let at = q.offset;
+    if (buf.length - at >= total) q.consume(total);
     else {
-      buf = this.take(total);
+      buf = q.take(total);
       at = 0;
     }
     const bhs = buf.subarray(at, at + BHS_LENGTH);
@@ -87,48 +84,5 @@ export class PduReader {
     if (!this.headerDigest) return true;
     const end = at + BHS_LENGTH + ahsLength;
     return crc32c(buf.subarray(at, end)) >>> 0 === buf.readUInt32LE(end);
-  }
-
-  private byteAt(i: number): number {
-    let pos = this.head + i;
-    for (const c of this.chunks) {
-      if (pos < c.length) return c[pos];
-      pos -= c.length;
-    }
-    throw new RangeError('byteAt past the buffered bytes');
-  }
-
-  /** Remove n bytes from the front, as one Buffer: a view when they lie in one chunk. */
-  private take(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.consume(n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0];
-      const k = Math.min(n - filled, c.length - this.head);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.consume(k);
-    }
-    return out;
-  }
-
-  private consume(n: number): void {
-    this.length -= n;
-    while (n > 0) {
-      const c = this.chunks[0];
-      const k = Math.min(n, c.length - this.head);
-      this.head += k;
-      n -= k;
-      if (this.head === c.length) {
-        this.chunks.shift();
-        this.head = 0;
-      }
-    }
   }
 }
