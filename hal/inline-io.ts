@@ -23,18 +23,25 @@ export type FileIoMode = 'auto' | 'inline' | 'threadpool';
 
 type Done = (err: NodeJS.ErrnoException | null, bytes: number) => void;
 
+/**
+ * Whether one kind of call runs inline: open until a call takes longer than `slowMs`, then closed
+ * for the back-off, after which the next call probes inline again.
+ */
+interface Gate {
+  open: boolean;
+  probeAt: number;
+  readonly slowMs: number;
+}
+
 export class FileIoPath {
-  private inline: boolean;
-  private probeAt = 0;
-  private syncInline: boolean;
-  private syncProbeAt = 0;
+  /** Reads and writes; syncs (slower by nature) have their own threshold and back-off. */
+  private readonly transfers: Gate;
+  private readonly syncs: Gate;
   /** Calls that went inline / to the threadpool, and switches to the threadpool (for stats). */
   inlineCalls = 0;
   poolCalls = 0;
   demotions = 0;
 
-  private readonly slowMs: number;
-  private readonly syncSlowMs: number;
   private readonly backoffMs: number;
   private readonly maxInlineBytes: number;
   private readonly now: () => number;
@@ -50,54 +57,25 @@ export class FileIoPath {
       now?: () => number;
     } = {},
   ) {
-    this.inline = mode !== 'threadpool';
-    this.syncInline = mode !== 'threadpool';
-    this.slowMs = options.slowMs ?? 2;
-    this.syncSlowMs = options.syncSlowMs ?? 10;
+    const open = mode !== 'threadpool';
+    this.transfers = { open, probeAt: 0, slowMs: options.slowMs ?? 2 };
+    this.syncs = { open, probeAt: 0, slowMs: options.syncSlowMs ?? 10 };
     this.backoffMs = options.backoffMs ?? 1000;
     this.maxInlineBytes = options.maxInlineBytes ?? 256 * 1024;
     this.now = options.now ?? (() => performance.now());
   }
 
   read(fd: number, buf: Uint8Array, off: number, len: number, pos: number, done: Done): void {
-    if (!this.useInline(len)) {
-      this.poolCalls++;
-      fs.read(fd, buf, off, len, pos, done);
-      return;
-    }
-    const t0 = this.now();
-    let n: number;
-    try {
-      n = fs.readSync(fd, buf, off, len, pos);
-    } catch (err) {
-      done(err as NodeJS.ErrnoException, 0);
-      return;
-    }
-    this.observe(t0);
-    done(null, n);
+    this.transfer(fs.readSync, fs.read, fd, buf, off, len, pos, done);
   }
 
   write(fd: number, buf: Uint8Array, off: number, len: number, pos: number, done: Done): void {
-    if (!this.useInline(len)) {
-      this.poolCalls++;
-      fs.write(fd, buf, off, len, pos, done);
-      return;
-    }
-    const t0 = this.now();
-    let n: number;
-    try {
-      n = fs.writeSync(fd, buf, off, len, pos);
-    } catch (err) {
-      done(err as NodeJS.ErrnoException, 0);
-      return;
-    }
-    this.observe(t0);
-    done(null, n);
+    this.transfer(fs.writeSync, fs.write, fd, buf, off, len, pos, done);
   }
 
   /** fdatasync(2): inline while fast when `inline` (and the mode allows it), else on the threadpool. */
   fdatasync(fd: number, inline: boolean, done: (err: NodeJS.ErrnoException | null) => void): void {
-    if (!inline || !this.useInlineSync()) {
+    if (!inline || !this.admit(this.syncs)) {
       if (inline) this.poolCalls++;
       fs.fdatasync(fd, done);
       return;
@@ -109,39 +87,46 @@ export class FileIoPath {
       done(err as NodeJS.ErrnoException);
       return;
     }
-    if (this.mode === 'auto') {
-      const now = this.now();
-      if (now - t0 > this.syncSlowMs) {
-        this.syncInline = false;
-        this.syncProbeAt = now + this.backoffMs;
-        this.demotions++;
-      }
-    }
+    this.observe(this.syncs, t0);
     done(null);
   }
 
-  private useInlineSync(): boolean {
+  private transfer(
+    inline: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => number,
+    pooled: (fd: number, buf: Uint8Array, off: number, len: number, pos: number, done: Done) => void,
+    fd: number, buf: Uint8Array, off: number, len: number, pos: number, done: Done,
+  ): void {
+    if (len > this.maxInlineBytes || !this.admit(this.transfers)) {
+      this.poolCalls++;
+      pooled(fd, buf, off, len, pos, done);
+      return;
+    }
+    const t0 = this.now();
+    let n: number;
+    try {
+      n = inline(fd, buf, off, len, pos);
+    } catch (err) {
+      done(err as NodeJS.ErrnoException, 0);
+      return;
+    }
+    this.observe(this.transfers, t0);
+    done(null, n);
+  }
+
+  private admit(g: Gate): boolean {
     if (this.mode === 'threadpool') return false;
     if (this.mode === 'inline') return true;
-    if (!this.syncInline && this.now() >= this.syncProbeAt) this.syncInline = true;
-    if (this.syncInline) this.inlineCalls++;
-    return this.syncInline;
+    if (!g.open && this.now() >= g.probeAt) g.open = true;
+    if (g.open) this.inlineCalls++;
+    return g.open;
   }
 
-  private useInline(len: number): boolean {
-    if (this.mode === 'threadpool' || len > this.maxInlineBytes) return false;
-    if (this.mode === 'inline') return true;
-    if (!this.inline && this.now() >= this.probeAt) this.inline = true;
-    if (this.inline) this.inlineCalls++;
-    return this.inline;
-  }
-
-  private observe(t0: number): void {
+  private observe(g: Gate, t0: number): void {
     if (this.mode !== 'auto') return;
     const now = this.now();
-    if (now - t0 > this.slowMs) {
-      this.inline = false;
-      this.probeAt = now + this.backoffMs;
+    if (now - t0 > g.slowMs) {
+      g.open = false;
+      g.probeAt = now + this.backoffMs;
       this.demotions++;
     }
   }
