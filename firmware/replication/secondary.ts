@@ -264,6 +264,13 @@ export class SecondaryUnit {
     return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
   }
 
+  /** Forget every write waiting to be applied; retained link buffers go back. */
+  private dropWaiting(s: Stream): void {
+    for (const w of s.waiting.values()) w.release?.();
+    s.waiting.clear();
+    s.waitingBytes = 0;
+  }
+
   /** Every sequence from the next to apply up to `seq` (excluded) is here, waiting. */
   private noGapBelow(s: Stream, seq: number): boolean {
     if (seq - s.applied - 1 > s.waiting.size) return false;
@@ -366,9 +373,7 @@ export class SecondaryUnit {
    * writes being assembled from portions, of a generation below `below` (all by default).
    */
   private drop(s: Stream, below = Infinity): void {
-    for (const w of s.waiting.values()) w.release?.();
-    s.waiting.clear();
-    s.waitingBytes = 0;
+    this.dropWaiting(s);
     const err = new Error(`volume ${s.v.volume.name}: the write was dropped (new generation or promotion)`);
     for (const w of s.durableWaiters.splice(0)) {
       if (w.seq <= s.durable) w.resolve('durable');
@@ -393,9 +398,7 @@ export class SecondaryUnit {
     if (s.failure === null) this.log.error({ err: e, volume: s.v.volume.name }, 'applying replicated writes failed; the stream stops');
     s.failure = e;
     // Nothing will be applied: the link's buffers go back (the window is shared with other volumes).
-    for (const w of s.waiting.values()) w.release?.();
-    s.waiting.clear();
-    s.waitingBytes = 0;
+    this.dropWaiting(s);
     for (const w of s.durableWaiters.splice(0)) w.reject(e);
     this.dropAssemblies(s, e);
   }
