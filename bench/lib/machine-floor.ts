@@ -8,8 +8,9 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { tcpNetwork } from '../../hal/tcp.js';
+import { measureRtt, percentile } from '../../hal/wan/wan-accuracy.js';
 
 export interface Spread {
   p50: number;
@@ -26,9 +27,7 @@ export interface MachineFloor {
 }
 
 function spread(xs: number[]): Spread {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1)))]!;
-  return { p50: q(0.5), p90: q(0.9), p99: q(0.99) };
+  return { p50: percentile(xs, 0.5), p90: percentile(xs, 0.9), p99: percentile(xs, 0.99) };
 }
 
 const idle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -39,7 +38,8 @@ const s = net.createServer((c) => { c.setNoDelay(true); c.on('data', (d) => c.wr
 s.listen(0, '127.0.0.1', () => process.stdout.write(String(s.address().port) + '\\n'));
 `;
 
-async function processRtt(samples: number): Promise<number[]> {
+/** The echo in another process: its wake-up is what a peer node's costs. */
+async function processRtt(samples: number): Promise<Spread> {
   const child = spawn(process.execPath, ['-e', ECHO], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const port = await new Promise<number>((resolve, reject) => {
@@ -47,33 +47,8 @@ async function processRtt(samples: number): Promise<number[]> {
       child.once('exit', (code) => reject(new Error(`echo process exited (${code})`)));
       child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
     });
-    const sock = net.connect(port, '127.0.0.1');
-    sock.setNoDelay(true);
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', resolve);
-      sock.once('error', reject);
-    });
-    const ping = Buffer.alloc(64, 7);
-    const out: number[] = [];
-    for (let i = 0; i < samples; i++) {
-      await idle(1);
-      const t = performance.now();
-      let got = 0;
-      await new Promise<void>((resolve) => {
-        const onData = (d: Buffer): void => {
-          got += d.length;
-          if (got >= ping.length) {
-            sock.off('data', onData);
-            resolve();
-          }
-        };
-        sock.on('data', onData);
-        sock.write(ping);
-      });
-      out.push(performance.now() - t);
-    }
-    sock.destroy();
-    return out;
+    const r = await measureRtt(tcpNetwork, port, { count: samples, warmup: 3, gapMs: 1 });
+    return { p50: r.p50, p90: r.p90, p99: r.p99 };
   } finally {
     child.kill();
   }
@@ -104,9 +79,9 @@ async function syncAfterIdle(dir: string, samples: number): Promise<number[]> {
 
 /** Both floors, one after the other (about 2 x samples x 1.1 ms). */
 export async function measureMachineFloor(dir: string, samples = 300): Promise<MachineFloor> {
-  const rtt = await processRtt(samples);
+  const processRttMs = await processRtt(samples);
   const sync = await syncAfterIdle(dir, samples);
-  return { processRttMs: spread(rtt), syncAfterIdleMs: spread(sync), samples };
+  return { processRttMs, syncAfterIdleMs: spread(sync), samples };
 }
 
 export function machineFloorLine(f: MachineFloor): string {

@@ -85,8 +85,12 @@ class Client implements StreamHandler {
   onClose(): void {}
 }
 
-/** `count` round trips of `size`-byte messages to an echo service, one at a time, after `warmup` unrecorded ones. */
-export async function measureRtt(net: Network, port: number, opts: { count: number; size?: number; warmup?: number; host?: string }): Promise<RttResult> {
+/**
+ * `count` round trips of `size`-byte messages to an echo service, one at a time, after `warmup`
+ * unrecorded ones; each after `gapMs` of silence when given (an idle path is slower: see
+ * calibrateTransportLatency).
+ */
+export async function measureRtt(net: Network, port: number, opts: { count: number; size?: number; warmup?: number; gapMs?: number; host?: string }): Promise<RttResult> {
   const size = opts.size ?? 64;
   const warmup = opts.warmup ?? 5;
   const client = new Client();
@@ -95,6 +99,7 @@ export async function measureRtt(net: Network, port: number, opts: { count: numb
   const msg = Buffer.alloc(size, 0x5a);
   try {
     for (let i = 0; i < warmup + opts.count; i++) {
+      if (opts.gapMs !== undefined && opts.gapMs > 0) await new Promise((r) => setTimeout(r, opts.gapMs));
       let got = 0;
       const t0 = performance.now();
       const rtt = await new Promise<number>((resolve) => {
@@ -103,6 +108,8 @@ export async function measureRtt(net: Network, port: number, opts: { count: numb
           if (got >= size) resolve(performance.now() - t0);
         };
         t.write([msg]);
+        // As the WAN emulation's deliveries do: what is measured is the hand-over to the kernel on.
+        t.flushNow?.();
       });
       if (i >= warmup) samples.push(rtt);
     }
@@ -152,26 +159,8 @@ export async function measureThroughput(net: Network, port: number, opts: { byte
  * unshaped network, in the same arrangement (process or not) as the real peers.
  */
 export async function calibrateTransportLatency(net: Network, port: number, opts: { gapMs?: number; count?: number; host?: string } = {}): Promise<number> {
-  const gap = opts.gapMs ?? 5;
-  const client = new Client();
-  const t = await net.connect(opts.host ?? '127.0.0.1', port, () => client);
-  const rtts: number[] = [];
-  try {
-    for (let i = 0; i < (opts.count ?? 60) + 3; i++) {
-      await new Promise((r) => setTimeout(r, gap));
-      const t0 = performance.now();
-      await new Promise<void>((resolve) => {
-        client.onBytes = () => resolve();
-        t.write([Buffer.alloc(64)]);
-        // As the WAN emulation's deliveries do: what is measured is the hand-over to the kernel on.
-        t.flushNow?.();
-      });
-      if (i >= 3) rtts.push(performance.now() - t0);
-    }
-  } finally {
-    t.destroy();
-  }
-  return percentile(rtts, 0.5) / 2;
+  const r = await measureRtt(net, port, { count: opts.count ?? 60, warmup: 3, gapMs: opts.gapMs ?? 5, host: opts.host });
+  return r.p50 / 2;
 }
 
 /**
