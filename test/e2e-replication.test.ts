@@ -14,9 +14,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IscsiClient } from '../bench/lib/iscsi-client.js';
 import {
-  kura, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RunningTopology, type TopologySpec,
+  kura, kuraRun, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RunningTopology, type TopologySpec,
 } from '../bench/lib/kura-topology.js';
-import { run } from '../bench/processes.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
 
 const cli = { root: repoRoot };
@@ -103,7 +102,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(sec.appliedBytes, 'each write applied exactly once').to.equal(n * 8 * BS);
     await waitDrained(t, 'primary', 'vol0', 30000);
     expect(await relayBacklog(t), 'the relay drains').to.equal(0);
-    const v = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(v.code, v.stdout + v.stderr).to.equal(0);
   });
 
@@ -159,13 +158,13 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(ms, 'host writes do not wait for the partitioned secondary').to.be.below(20000);
     expect(await relayBacklog(t)).to.equal(200);
     // Different content on the two sides while partitioned: verify says so.
-    const diff = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    const diff = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(diff.code, diff.stdout + diff.stderr).to.equal(1);
     await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
     await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
     await waitDrained(t, 'primary', 'vol0', 60000);
     c.close();
-    const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    const same = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(same.code, same.stdout + same.stderr).to.equal(0);
   });
 
@@ -182,11 +181,11 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     const c = await client(t, 'primary');
     await Promise.all(Array.from({ length: 16 }, (_, i) => c.write(8 * i, BS, block(i))));
     c.close();
-    const copied = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'copy', 'vol0', t.file, '--lba', '0', '--blocks', '128'], { timeoutMs: 60000 });
+    const copied = await kuraRun(cli, ['copy', 'vol0', t.file, '--lba', '0', '--blocks', '128'], 60000);
     expect(copied.code, copied.stdout + copied.stderr).to.equal(0);
     expect(copied.stdout).to.match(/vol0: copied 128 blocks to secondary/);
     await waitDrained(t, 'primary', 'vol0', 30000);
-    const same = await run(process.execPath, [path.join(repoRoot, 'dist/cli/kura.js'), 'verify', 'vol0', t.file], { timeoutMs: 60000 });
+    const same = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(same.code, same.stdout + same.stderr).to.equal(0);
 
     await kura(cli, ['promote', 'vol0', t.file]);

@@ -141,9 +141,14 @@ export interface KuraCli {
   entry?: string;
 }
 
+/** Run `kura ARGS` and return how it ended, whatever its exit code (`kura verify` answers with it). */
+export function kuraRun(cli: KuraCli, args: string[], timeoutMs = 120_000): ReturnType<typeof run> {
+  return run(process.execPath, [cli.entry ?? path.join(cli.root, 'dist/cli/kura.js'), ...args], { timeoutMs });
+}
+
+/** Run `kura ARGS`; its stdout, or an error with its output when it fails. */
 export async function kura(cli: KuraCli, args: string[], timeoutMs = 120_000): Promise<string> {
-  const entry = cli.entry ?? path.join(cli.root, 'dist/cli/kura.js');
-  const r = await run(process.execPath, [entry, ...args], { timeoutMs });
+  const r = await kuraRun(cli, args, timeoutMs);
   if (r.code !== 0) {
     throw new Error(`kura ${args.join(' ')} failed (${r.signal ?? `exit ${r.code}`}):\n${(r.stderr + r.stdout).trim().slice(-3000)}`);
   }
