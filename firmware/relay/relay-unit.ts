@@ -289,8 +289,9 @@ export class RelayUnit {
     }
     // 'received' is decided now, before the group commit (which may flush inline, on the event
     // loop) gets its turn: the journal says at once whether it refuses the record.
-    const refused = w.ack === 'durable' ? null : this.journal.refusal(this.appendRequest(job));
-    const appended = this.record(job);
+    const req = this.appendRequest(job);
+    const refused = w.ack === 'durable' ? null : this.journal.refusal(req);
+    const appended = this.record(job, req);
     if (w.ack === 'durable') {
       try {
         await appended;
@@ -354,9 +355,9 @@ export class RelayUnit {
     return { id: w.id, volume: w.volume, lba: w.lba, blocks: w.blocks, data: job.data, fua: w.fua, forwardTo: w.forwardTo, waited: w.ack === 'durable' };
   }
 
-  private record(job: Job): Promise<AppendResult> {
+  private record(job: Job, req = this.appendRequest(job)): Promise<AppendResult> {
     const w = job.w;
-    const p = this.journal.append(this.appendRequest(job));
+    const p = this.journal.append(req);
     job.append = p;
     p.then(
       (r) => {
