@@ -29,7 +29,8 @@ export async function runTopologyNode(o: NodeRunOptions, io: Io = processIo): Pr
   const wan = topologyNetwork(t, me.name, { clock: preciseClock, epochWallMs: o.epoch ?? Date.now() });
   const latency = await wan.calibrate();
   logger.info({
-    sourceAddress: wan.sourceAddress, transportLatencyMs: latency,
+    sourceAddress: wan.sourceAddress,
+    ...(wan.stampHorizonMs === undefined ? { transportLatencyMs: latency } : { stampHorizonMs: wan.stampHorizonMs }),
     links: wan.linkStates().map((l) => ({ link: l.link, oneWayDelayMs: l.oneWayDelayMs, bandwidthBps: l.bandwidthBps })),
   }, 'WAN links');
   // The admin socket comes first: it refuses a second node on this data directory before anything

@@ -7,7 +7,10 @@
  * while its listeners keep their configured host. So an accepting node knows the peer by the remote
  * address, and a connecting node by the endpoint it dials (the peer's `peer` host:port).
  *
- * Each link of the file is shaped on both sides, each side for what it sends (link `me->peer`).
+ * Each link of the file is shaped on both sides, each side for what it sends (link `me->peer`), and
+ * with arrival stamps (the default, hal/wan/arrival-stamps.ts) each side times what it receives:
+ * bytes cross loopback up to DEFAULT_STAMP_HORIZON_MS ahead of their arrival time and wait for it
+ * at the receiver, on the clock every process of the machine shares.
  * Its one-way delay: the profile's `delayMs`, else its `distanceKm`, else a preset's fixed delay
  * (`lan`), else the great-circle distance of the two sites; distances cost 5 µs/km times
  * `routeFactor`. A preset's nominal distance (metro 100 km...) never replaces the sites' real one.
@@ -17,6 +20,7 @@
  */
 import { isIP } from 'node:net';
 import type { Clock } from '../hal/clock.js';
+import { machineClockDomain, machineClockOffsetMs } from '../hal/machine-clock.js';
 import { createTcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
 import { WanLinks, type ConnInfo, type LinkChoice } from '../hal/wan/links.js';
@@ -34,8 +38,15 @@ export interface TopologyNetworkOptions {
   epochWallMs: number;
   /** Seed of every link without its own `seed`. Default 1. */
   seed?: number;
-  /** The real transport's one-way latency to compensate (see calibrate()). Default 0. */
+  /** The real transport's one-way latency to compensate (see calibrate()), without stamps. Default 0. */
   transportLatencyMs?: number;
+  /**
+   * Arrival stamps (hal/wan/arrival-stamps.ts): every node of the topology must use the same
+   * setting. Default on, with bytes handed to TCP up to DEFAULT_STAMP_HORIZON_MS before their
+   * arrival; `false` shapes on the sending side alone (then calibrate()). Needs a clock that reads
+   * performance.now() (preciseClock, systemClock): the stamps are on the machine's shared clock.
+   */
+  stamps?: false | { horizonMs?: number };
 }
 
 /** One link leaving this node, as configured. */
@@ -80,7 +91,16 @@ export interface TopologyNetwork {
    * (connections made afterwards); returns it, ms.
    */
   calibrate(): Promise<number>;
+  /** The arrival stamps' horizon, ms (undefined: no stamps). */
+  stampHorizonMs: number | undefined;
 }
+
+/**
+ * How long before their arrival bytes go to TCP with stamps. Longer than a loopback hop's tail on a
+ * busy small machine (p99 a few ms), so the receiver is awake and holding them when they are due; a
+ * partition cuts the link this much late for what was already handed over.
+ */
+export const DEFAULT_STAMP_HORIZON_MS = 2;
 
 /** Beyond this a calibration measured a busy machine, not loopback: compensating it would skew short links. */
 const MAX_TRANSPORT_LATENCY_MS = 0.3;
@@ -189,6 +209,11 @@ export function topologyNetwork(t: Topology, node: string, o: TopologyNetworkOpt
   };
   // Read by WanNetwork for each new stream: calibrate() changes it for the connections after it.
   const streamOpts: WanStreamOptions = { transportLatencyMs: o.transportLatencyMs ?? 0 };
+  if (o.stamps !== false) {
+    streamOpts.stamps = {
+      domain: machineClockDomain(), sharedOffsetMs: machineClockOffsetMs(), horizonMs: o.stamps?.horizonMs ?? DEFAULT_STAMP_HORIZON_MS,
+    };
+  }
   const network = new WanNetwork(bound, wan, streamOpts);
 
   const modelOf = (peer: string) => {
@@ -219,7 +244,9 @@ export function topologyNetwork(t: Topology, node: string, o: TopologyNetworkOpt
         stats: { ...m.stats },
       };
     }),
+    stampHorizonMs: streamOpts.stamps?.horizonMs,
     calibrate: async () => {
+      if (streamOpts.stamps) return 0; // the receiver times deliveries: nothing to compensate
       // The echo on a thread of its own: a peer's wake-up and read are part of what is compensated.
       const echo = await startEchoThread('127.0.0.1');
       try {

@@ -3,7 +3,10 @@
  * simulator's in-memory stream) gets it: every write is cut into segments, the link model says when
  * each arrives at the far end, and at that time the bytes are handed to the real transport. The
  * other side shapes its own writes, so a round trip sees both directions' delays. Reading is not
- * touched: what arrives was shaped by the sender.
+ * touched (what arrives was shaped by the sender), except with arrival stamps (arrival-stamps.ts):
+ * then bytes go to the real transport up to a horizon early, stamped with their arrival time, and
+ * the receiving WanStream holds them until it, so the transport's own latency (a process wake-up
+ * on loopback) is spent inside the emulated delay instead of after it.
  *
  * Backpressure: write() says false while the link's queue is over its limit (bandwidth-bound
  * sender), while the bytes held here exceed maxHeldBytes (bytes in flight on a long fat link), or
@@ -27,6 +30,7 @@
  */
 import type { Clock, Timer } from '../clock.js';
 import type { StreamHandler, StreamTransport } from '../transport.js';
+import { StampReceiver, preamble, recordHeader, type ArrivalStampOptions, type StampStats } from './arrival-stamps.js';
 import { PARTITION_HELD, STREAM_RESET, type LinkModel, type StreamFlow } from './link-model.js';
 
 export interface WanStreamOptions {
@@ -39,6 +43,13 @@ export interface WanStreamOptions {
    * simulator's in-memory streams). Measure it with calibrateTransportLatency (wan-accuracy.ts).
    */
   transportLatencyMs?: number;
+  /**
+   * Let the receiving side time deliveries (arrival-stamps.ts): bytes go to the real transport up to
+   * `horizonMs` early, stamped with their arrival time, and the far end holds them until then, so
+   * the transport's own latency disappears into the emulated delay. Both ends of a link must use
+   * it; transportLatencyMs is then ignored.
+   */
+  stamps?: ArrivalStampOptions;
   /**
    * Longest a run of back-to-back segments waits for its last one before it is handed over, ms.
    * Default: 16 KiB at the link rate, within [0.05, 0.25] ms; 0 hands every segment over at its own time.
@@ -87,6 +98,9 @@ export class WanStream implements StreamTransport {
   private reported = false;
   private resetError: Error | undefined;
   private readonly unsubscribe: () => void;
+  private readonly stamps: ArrivalStampOptions | undefined;
+  private readonly receiver: StampReceiver | undefined;
+  private sentPreamble = false;
 
   constructor(
     readonly inner: StreamTransport,
@@ -96,17 +110,21 @@ export class WanStream implements StreamTransport {
   ) {
     this.flow = model.newFlow();
     this.maxHeld = opts.maxHeldBytes ?? 64 * 1024 * 1024;
-    this.lead = Math.max(0, opts.transportLatencyMs ?? 0);
+    this.stamps = opts.stamps;
+    this.lead = Math.max(0, opts.stamps ? opts.stamps.horizonMs : opts.transportLatencyMs ?? 0);
     this.linkName = opts.linkName ?? model.profile.name;
     const bps = model.profile.bandwidthBps;
     const msPerByte = bps === Infinity ? 0 : 8000 / bps;
     this.windowMs = Math.max(0, opts.coalesceMs ?? Math.min(0.25, Math.max(0.05, 16 * 1024 * msPerByte)));
     this.gapMs = this.windowMs === 0 ? 0 : Math.max(0.02, 1.5 * model.profile.segmentBytes * msPerByte);
+    const receive = (chunk: Buffer): void => {
+      if (this.handler) this.handler.onData(chunk);
+      else this.early.push({ kind: 'data', chunk });
+    };
+    const receiver = opts.stamps && new StampReceiver(clock, opts.stamps, receive, (err) => this.failReceive(err));
+    this.receiver = receiver;
     this.innerHandler = {
-      onData: (chunk) => {
-        if (this.handler) this.handler.onData(chunk);
-        else this.early.push({ kind: 'data', chunk });
-      },
+      onData: receiver ? (chunk) => receiver.receive(chunk) : receive,
       onDrain: () => {
         this.innerBlocked = false;
         if (this.handler) this.checkDrain();
@@ -142,6 +160,11 @@ export class WanStream implements StreamTransport {
   /** Bytes accepted and not yet handed to the real transport. */
   get heldBytes(): number {
     return this.held;
+  }
+
+  /** The receiving side's arrival stamps (undefined without them). */
+  get stampStats(): Readonly<StampStats> | undefined {
+    return this.receiver?.stats;
   }
 
   write(chunks: readonly Uint8Array[], done?: (err?: Error) => void): boolean {
@@ -182,6 +205,9 @@ export class WanStream implements StreamTransport {
       }
       if (done) this.pDone[this.pDone.length - 1] = done;
     }
+    // With stamps the far end times the arrival: what is due for handover goes to the transport now
+    // (not a loop turn later, behind whatever else this turn does, such as an inline disk write).
+    if (this.stamps && this.timer === undefined && this.pAt[this.head]! - this.lead <= this.clock.now() + EPSILON_MS) this.handOver(false);
     this.arm();
     if (!this.blocked()) return true;
     this.owedDrain = true;
@@ -190,10 +216,12 @@ export class WanStream implements StreamTransport {
   }
 
   pauseReading(): void {
+    this.receiver?.pause();
     this.inner.pauseReading();
   }
 
   resumeReading(): void {
+    this.receiver?.resume();
     this.inner.resumeReading();
   }
 
@@ -204,6 +232,7 @@ export class WanStream implements StreamTransport {
   }
 
   destroy(): void {
+    this.receiver?.drop();
     if (this.closed) return;
     this.shut(new Error('stream destroyed'));
     this.inner.destroy();
@@ -241,12 +270,38 @@ export class WanStream implements StreamTransport {
   private readonly deliver = (): void => {
     this.timer = undefined;
     if (this.closed) return;
+    this.handOver(true);
+    if (this.closed) return;
+    if (this.ending && this.head === this.pAt.length) this.inner.end();
+    this.arm();
+    this.checkDrain();
+  };
+
+  /** Hands what is due to the real transport; `flush`: to the OS now, not at the end of the turn. */
+  private handOver(flush: boolean): void {
     const limit = this.clock.now() + this.lead + EPSILON_MS;
     const batch: Uint8Array[] = [];
     const dones: ((err?: Error) => void)[] = [];
     let cur: Uint8Array | null = null;
     let curStart = 0;
     let curEnd = 0;
+    // Stamped records (see Coalescing): where the header goes, bytes, first and last arrival time.
+    const stamps = this.stamps;
+    let recAt = -1;
+    let recFirst = 0;
+    let recLen = 0;
+    let recSlot = -1;
+    const closeRecord = (): void => {
+      if (recSlot < 0) return;
+      if (cur !== null) batch.push(slice(cur, curStart, curEnd));
+      cur = null;
+      batch[recSlot] = recordHeader(recLen, recAt + stamps!.sharedOffsetMs, this.clock.now() + stamps!.sharedOffsetMs);
+      recSlot = -1;
+    };
+    if (stamps && !this.sentPreamble) {
+      this.sentPreamble = true;
+      batch.push(preamble(stamps));
+    }
     let h = this.head;
     const n = this.pAt.length;
     while (h < n && this.pAt[h]! <= limit) {
@@ -254,6 +309,18 @@ export class WanStream implements StreamTransport {
       const s = this.pStart[h]!;
       const e = this.pEnd[h]!;
       if (c !== null && e > s) {
+        if (stamps) {
+          const at = this.pAt[h]!;
+          if (recSlot >= 0 && (at - recAt > this.gapMs || at - recFirst > this.windowMs)) closeRecord();
+          if (recSlot < 0) {
+            recSlot = batch.length;
+            batch.push(EMPTY);
+            recFirst = at;
+            recLen = 0;
+          }
+          recAt = at;
+          recLen += e - s;
+        }
         if (cur === c && curEnd === s) {
           curEnd = e;
         } else {
@@ -270,7 +337,8 @@ export class WanStream implements StreamTransport {
       this.pDone[h] = undefined;
       h++;
     }
-    if (cur !== null) batch.push(slice(cur, curStart, curEnd));
+    if (stamps) closeRecord();
+    else if (cur !== null) batch.push(slice(cur, curStart, curEnd));
     this.head = h;
     this.compact();
     if (batch.length > 0 || dones.length > 0) {
@@ -278,13 +346,9 @@ export class WanStream implements StreamTransport {
       if (!ok) this.innerBlocked = true;
       // The bytes are due now (the lead counts the transport's own latency from here): no waiting
       // for the end of the loop turn.
-      this.inner.flushNow?.();
+      if (flush) this.inner.flushNow?.();
     }
-    if (this.closed) return;
-    if (this.ending && this.head === this.pAt.length) this.inner.end();
-    this.arm();
-    this.checkDrain();
-  };
+  }
 
   /** The link was cut: what is not due yet (or already handed over) waits for the heal. */
   private holdPending(): void {
@@ -397,6 +461,7 @@ export class WanStream implements StreamTransport {
 
   private reset(reason: string): void {
     if (this.closed) return;
+    this.receiver?.drop(); // in flight when the link went down: lost, as on a real link
     this.resetError = errno('ECONNRESET', `WAN link${this.linkName ? ` ${this.linkName}` : ''}: ${reason}`);
     this.shut(this.resetError);
     this.inner.destroy();
@@ -430,8 +495,26 @@ export class WanStream implements StreamTransport {
   private closedUnderneath(err: Error | undefined): void {
     if (!this.closed) this.shut(err ?? new Error('stream closed'));
     const e = this.resetError ?? err;
-    if (this.handler) this.report(e);
-    else this.early.push({ kind: 'close', err: e });
+    const tell = (): void => {
+      if (this.handler) this.report(e);
+      else this.early.push({ kind: 'close', err: e });
+    };
+    // A peer that ended cleanly: what it sent before still arrives, at its time, then the end.
+    if (this.receiver && e === undefined) this.receiver.whenEmpty(tell);
+    else {
+      this.receiver?.drop();
+      tell();
+    }
+  }
+
+  /** The peer's bytes are not stamped as ours must be: nothing of it can be trusted. */
+  private failReceive(err: Error): void {
+    this.resetError ??= err;
+    this.receiver?.drop();
+    if (!this.closed) this.shut(err);
+    this.inner.destroy();
+    if (this.handler) this.report(this.resetError);
+    else this.early.push({ kind: 'close', err: this.resetError });
   }
 
   private report(err: Error | undefined): void {
@@ -447,6 +530,8 @@ export function errno(code: string, message: string): NodeJS.ErrnoException {
   e.code = code;
   return e;
 }
+
+const EMPTY = new Uint8Array(0);
 
 function slice(c: Uint8Array, s: number, e: number): Uint8Array {
   return s === 0 && e === c.length ? c : c.subarray(s, e);

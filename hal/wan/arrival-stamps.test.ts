@@ -1,0 +1,166 @@
+import { expect } from 'chai';
+import { SimNetwork } from '../sim/sim-network.js';
+import { Simulator } from '../sim/simulator.js';
+import type { Network, StreamHandler, StreamTransport } from '../transport.js';
+import type { ArrivalStampOptions } from './arrival-stamps.js';
+import { WanLinks, linkTable } from './links.js';
+import type { WanProfile } from './profiles.js';
+import { WanNetwork } from './wan-network.js';
+import { WanStream } from './wan-stream.js';
+
+class Rec implements StreamHandler {
+  data: Buffer[] = [];
+  at: number[] = [];
+  closes: (Error | undefined)[] = [];
+  closedAt = -1;
+  onChunk: ((c: Buffer) => void) | undefined;
+  constructor(private readonly sim: Simulator, public t?: StreamTransport) {}
+  get bytes(): Buffer {
+    return Buffer.concat(this.data);
+  }
+  onData(chunk: Buffer): void {
+    this.data.push(chunk);
+    this.at.push(this.sim.now());
+    this.onChunk?.(chunk);
+  }
+  onDrain(): void {}
+  onClose(error?: Error): void {
+    this.closes.push(error);
+    this.closedAt = this.sim.now();
+  }
+}
+
+const HERE = new Uint8Array(16).fill(7);
+const ELSEWHERE = new Uint8Array(16).fill(9);
+
+function stamps(domain = HERE, horizonMs = 2): ArrivalStampOptions {
+  return { domain, sharedOffsetMs: 0, horizonMs };
+}
+
+/**
+ * A and B on one simulated network whose own transport takes `latencyMs` one way (loopback's
+ * wake-up on a real machine), each shaping its sends with `profile`.
+ */
+function pair(profile: WanProfile, latencyMs: number, sa: ArrivalStampOptions | undefined, sb: ArrivalStampOptions | undefined) {
+  const sim = new Simulator();
+  const net = new SimNetwork(sim.clock, { latencyMs });
+  const wan = (self: string, peer: string, s: ArrivalStampOptions | undefined): WanNetwork =>
+    new WanNetwork(net.node(self), new WanLinks({ clock: sim.clock, select: linkTable([{ name: `${self}->${peer}`, remote: peer, profile }]) }), s ? { stamps: s } : {});
+  return { sim, a: wan('A', 'B', sa), b: wan('B', 'A', sb) };
+}
+
+async function connect(sim: Simulator, a: Network, b: Network) {
+  let server!: Rec;
+  await b.listen('B', 3260, (t) => (server = new Rec(sim, t)));
+  const client = new Rec(sim);
+  const t = await sim.run(a.connect('B', 3260, (tt) => { client.t = tt; return client; }));
+  return { server, client, t };
+}
+
+describe('wan/arrival-stamps: the receiver times deliveries', () => {
+  it('the transport\'s own latency disappears into the link delay: bytes arrive at exactly the profile\'s time', async () => {
+    const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 8e6 }, 0.4, stamps(), stamps());
+    const { server, client, t } = await connect(sim, a, b);
+    server.onChunk = (c) => server.t!.write([c]); // echo
+    const t0 = sim.now();
+    t.write([Buffer.alloc(1000, 1)]); // 1 ms at 8 Mb/s
+    await sim.advance(30);
+    expect(server.at).to.have.length(1);
+    expect(server.at[0]! - t0).to.be.closeTo(6, 1e-9);
+    expect(client.at).to.have.length(1);
+    expect(client.at[0]! - t0).to.be.closeTo(12, 1e-9);
+    expect(server.bytes.equals(Buffer.alloc(1000, 1))).to.equal(true);
+    expect((server.t as WanStream).stampStats).to.deep.include({ heldBytes: 0, lateRecords: 0 });
+  });
+
+  it('without stamps the same transport adds its latency to every hop', async () => {
+    const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 8e6 }, 0.4, undefined, undefined);
+    const { server, t } = await connect(sim, a, b);
+    const t0 = sim.now();
+    t.write([Buffer.alloc(1000, 1)]);
+    await sim.advance(30);
+    expect(server.at).to.have.length(1);
+    expect(server.at[0]! - t0).to.be.closeTo(6.4, 1e-9);
+  });
+
+  it('a transport slower than the horizon is late by the difference, and counted', async () => {
+    const { sim, a, b } = pair({ delayMs: 1 }, 3, stamps(HERE, 1.5), stamps(HERE, 1.5));
+    const { server, t } = await connect(sim, a, b);
+    const t0 = sim.now();
+    t.write([Buffer.from('late')]);
+    await sim.advance(30);
+    // Handed over at once (due within the horizon), carried in 3 ms: 2 ms after its arrival time.
+    expect(server.at).to.have.length(1);
+    expect(server.at[0]! - t0).to.be.closeTo(3, 1e-9);
+    const s = (server.t as WanStream).stampStats!;
+    expect(s.lateRecords).to.equal(1);
+    expect(s.maxLateMs).to.be.closeTo(2, 1e-9);
+  });
+
+  it('long links: bytes wait at the sender until the horizon, then at the receiver until they are due; order kept', async () => {
+    const { sim, a, b } = pair({ delayMs: 20, jitter: { dist: 'uniform', ms: 3 } }, 0.3, stamps(), stamps());
+    const { server, t } = await connect(sim, a, b);
+    const sent: Buffer[] = [];
+    await sim.run((async () => {
+      for (let i = 0; i < 200; i++) {
+        const c = Buffer.from(`message ${i};`);
+        sent.push(c);
+        t.write([c]);
+        await sim.sleep(0.07);
+      }
+      await sim.sleep(100);
+    })());
+    expect(server.bytes.toString()).to.equal(Buffer.concat(sent).toString());
+    const s = (server.t as WanStream).stampStats!;
+    expect(s.lateRecords).to.equal(0);
+    expect(s.heldBytes).to.equal(0);
+  });
+
+  it('another machine\'s clock: each record is held for what was left of its delay when handed over (late, never early)', async () => {
+    const { sim, a, b } = pair({ delayMs: 5 }, 0.4, stamps(ELSEWHERE), stamps(HERE));
+    const { server, t } = await connect(sim, a, b);
+    const t0 = sim.now();
+    t.write([Buffer.from('x')]);
+    await sim.advance(30);
+    // Handed over 2 ms early (the horizon) with 2 ms left; carried in 0.4 ms, then held for the 2.
+    expect(server.at.map((x) => x - t0)).to.have.length(1);
+    expect(server.at[0]! - t0).to.be.closeTo(5.4, 1e-9);
+  });
+
+  it('a peer that does not stamp is refused with a precise error, not misread', async () => {
+    const { sim, a, b } = pair({ delayMs: 1 }, 0, undefined, stamps());
+    const { server, t } = await connect(sim, a, b);
+    t.write([Buffer.from('plain bytes, no preamble, long enough to be read as one')]);
+    await sim.advance(30);
+    expect(server.data).to.deep.equal([]);
+    expect(server.closes).to.have.length(1);
+    expect(String(server.closes[0])).to.match(/did not start with arrival stamps.*same WAN options/);
+  });
+
+  it('a peer that ends cleanly: what it sent still arrives at its time, then the end', async () => {
+    const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 1e6 }, 0.2, stamps(), stamps());
+    const { server, t } = await connect(sim, a, b);
+    const t0 = sim.now();
+    t.write([Buffer.alloc(5000, 3)]); // 40 ms at 1 Mb/s
+    t.end();
+    await sim.runUntilIdle();
+    expect(server.bytes.length).to.equal(5000);
+    expect(server.at[server.at.length - 1]! - t0).to.be.closeTo(45, 1e-6);
+    expect(server.closes).to.deep.equal([undefined]);
+    expect(server.closedAt).to.be.at.least(server.at[server.at.length - 1]!);
+  });
+
+  it('pauseReading holds deliveries that fall due meanwhile; resumeReading lets them through in order', async () => {
+    const { sim, a, b } = pair({ delayMs: 2 }, 0.1, stamps(), stamps());
+    const { server, t } = await connect(sim, a, b);
+    server.t!.pauseReading();
+    t.write([Buffer.from('one ')]);
+    await sim.advance(1);
+    t.write([Buffer.from('two')]);
+    await sim.advance(10);
+    expect(server.data).to.deep.equal([]);
+    server.t!.resumeReading();
+    await sim.advance(0.001);
+    expect(server.bytes.toString()).to.equal('one two');
+  });
+});
