@@ -69,6 +69,28 @@ describe('precise-timer', function () {
     expect((s.stats.spinTimeMs - spin0) / (s.stats.fired - fired0), JSON.stringify(s.stats)).to.be.below(0.6);
   });
 
+  it('naps between spin turns: a near deadline costs a fraction of a CPU, and still fires on time', async () => {
+    const cpuPerWait = async (napMs: number): Promise<{ cpu: number; late: number[] }> => {
+      const s = new PreciseScheduler({ napMs, spinMs: 1 });
+      await new Promise<void>((r) => s.after(100, r)); // the waker thread up
+      const late: number[] = [];
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let i = 0; i < 100; i++) {
+        const due = performance.now() + 0.8; // within the spin lead: all of it is spin turns
+        late.push(await new Promise<number>((r) => s.at(due, () => r(performance.now() - due))));
+      }
+      const c = process.cpuUsage(cpu0);
+      return { cpu: (c.user + c.system) / 1000 / (performance.now() - t0), late };
+    };
+    const spin = await cpuPerWait(0);
+    const nap = await cpuPerWait(0.1);
+    expect(Math.min(...nap.late)).to.be.at.least(0);
+    expect(percentile(nap.late, 0.5), `lateness ms: ${nap.late.map((x) => x.toFixed(3)).join(' ')}`).to.be.below(0.1);
+    expect(spin.cpu, 'pure spinning uses the CPU it waits on').to.be.above(0.7);
+    expect(nap.cpu, `CPU share while waiting: ${nap.cpu.toFixed(2)} napping, ${spin.cpu.toFixed(2)} spinning`).to.be.below(spin.cpu / 2);
+  });
+
   it('fires within ~0.1 ms of the deadline, where setTimeout is a millisecond off', async () => {
     const late: number[] = [];
     const coarse: number[] = [];
