@@ -11,6 +11,7 @@
  * --isolate starts a topology per (profile, mode) instead.
  *
  *   node dist/bench/ack-latency.js [--seconds 10] [--warmup 2] [--modes a,b] [--profiles a,b] [--qd 1,16]
+ *                                  [--relay-storage journal|battery-backed-memory]
  */
 import { Command, InvalidArgumentError } from 'commander';
 import fs from 'node:fs';
@@ -19,7 +20,7 @@ import path from 'node:path';
 import { BenchTopology, positive, writeResults, type BenchOptions } from './lib/bench-run.js';
 import { IscsiClient } from './lib/iscsi-client.js';
 import {
-  measuredRtts, nodeOf, relayTopology, rttBetween, startTopology, waitDrained, waitPeersUp, type RunningTopology,
+  measuredRtts, nodeOf, relayTopology, rttBetween, startTopology, waitDrained, waitPeersUp, type RelayStorage, type RunningTopology,
 } from './lib/kura-topology.js';
 import { runLoad } from './lib/load.js';
 import {
@@ -39,6 +40,7 @@ interface Options extends BenchOptions {
   volumeSize: string;
   bandwidthBps: number;
   isolate: boolean;
+  relayStorage: RelayStorage;
 }
 
 function list<T extends string>(known: readonly T[], what: string) {
@@ -66,6 +68,10 @@ function parseArgs(argv: string[]): Options {
     .option('--volume-size <size>', 'size of each volume (the random writes cover all of it)', '1GiB')
     .option('--bandwidth-bps <n>', 'bandwidth of every link', positive, 1e9)
     .option('--isolate', 'a topology per (profile, mode) instead of one per profile', false)
+    .option('--relay-storage <kind>', 'the relay\'s non-volatile storage: journal (a file, fdatasync per group commit) or battery-backed-memory', (v: string) => {
+      if (v !== 'journal' && v !== 'battery-backed-memory') throw new InvalidArgumentError(`unknown relay storage ${v} (journal, battery-backed-memory)`);
+      return v;
+    }, 'journal')
     .option('--out <file>', 'JSON results (default bench/results/ack-latency-<date>.json; .md and .svg beside it)')
     .option('--keep', 'keep the temporary directories (topology files, node logs, volumes)', false)
     .option('--tmpdir <dir>', 'where the topologies and their data go', os.tmpdir())
@@ -126,7 +132,7 @@ async function main(): Promise<number> {
       console.log(`${p.name}: secondary ${p.secondaryKm} km, relay ${p.relayKm} km; ${modes.join(', ')} (${dir})`);
       let failed = false;
       try {
-        const t = await startTopology(cli, dir, relayTopology(p, modes, { bandwidthBps: o.bandwidthBps, volumeSize: o.volumeSize }));
+        const t = await startTopology(cli, dir, relayTopology(p, modes, { bandwidthBps: o.bandwidthBps, volumeSize: o.volumeSize, relayStorage: o.relayStorage }));
         run.current = t;
         const status = await waitPeersUp(t, 'primary', modes);
         const iscsi = nodeOf(status, 'primary').iscsi ?? [];
@@ -174,13 +180,13 @@ async function main(): Promise<number> {
   writeResults({
     benchmark: 'ack-latency', root, out: o.out, loadavgAtStart,
     table: ackLatencyTable(cases),
-    check: check ? check.line : '',
+    check: check ? `${check.line} (relay storage: ${o.relayStorage})` : '',
     noCheck: 'acceptance check: needs relay-durable and remote-durable at relay 100 km / secondary 500 km (--profiles regional)',
-    description: `${o.requestBytes} B random writes, ${o.seconds} s per queue depth after ${o.warmup} s of warm-up; links ${o.bandwidthBps / 1e9} Gb/s, 5 us/km x 1.5 each way; RTTs configured / measured by the nodes. The ${machineFloorLine(floor)}.`,
+    description: `${o.requestBytes} B random writes, ${o.seconds} s per queue depth after ${o.warmup} s of warm-up; links ${o.bandwidthBps / 1e9} Gb/s, 5 us/km x 1.5 each way; relay storage ${o.relayStorage}; RTTs configured / measured by the nodes. The ${machineFloorLine(floor)}.`,
     files: { svg: ackLatencySvg(cases) },
     head: { durationS: (Date.now() - started) / 1000, machineFloor: floor },
     body: {
-      options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, profiles: o.profiles, qd: o.qd, requestBytes: o.requestBytes, volumeSize: o.volumeSize, bandwidthBps: o.bandwidthBps, isolate: o.isolate },
+      options: { seconds: o.seconds, warmup: o.warmup, modes: o.modes, profiles: o.profiles, qd: o.qd, requestBytes: o.requestBytes, volumeSize: o.volumeSize, bandwidthBps: o.bandwidthBps, isolate: o.isolate, relayStorage: o.relayStorage },
       units: { latency: 'ms', histogram: 'HdrHistogram compressed base64, values in ns' },
       cases,
       check,

@@ -21,6 +21,7 @@ import { JsonStateStore } from '../hal/state-store.js';
 import { RecordFile } from '../hal/record-file.js';
 import { createZeroedFile, openFileDevice } from '../hal/file-device.js';
 import type { BlockDevice } from '../hal/block-device.js';
+import { batteryBacked } from '../hal/battery-backed-device.js';
 import type { Network, StreamListener } from '../hal/transport.js';
 import { PeerLink, type PeerHandler } from '../firmware/peer/peer-link.js';
 import type { ControllerVolume } from '../firmware/controller.js';
@@ -30,8 +31,7 @@ import { guardedVolume, mirroredVolume, remoteCopyVolume } from '../firmware/rep
 import { backupRange } from '../firmware/replication/backup.js';
 import type { ReplicationStatus } from '../firmware/replication/types.js';
 import { DeviceJournal } from '../firmware/relay/journal.js';
-import { BatteryBackedMemory, MemoryJournal } from '../firmware/relay/memory-journal.js';
-import type { RelayJournal } from '../firmware/relay/journal-types.js';
+import type { JournalStats, RelayJournal } from '../firmware/relay/journal-types.js';
 import { RelayUnit } from '../firmware/relay/relay-unit.js';
 import { forwardingPolicy } from './forwarding.js';
 import { nodeConfigSchema } from './config.js';
@@ -61,7 +61,7 @@ export interface NodeStatus {
   uptimeMs: number;
   iscsi?: string[];
   volumes: ReplicationStatus[];
-  relay?: { backlogRecords: number; backlogBytes: number; journal: unknown; forwarded: number };
+  relay?: { backlogRecords: number; backlogBytes: number; journal: JournalStats; forwarded: number };
   links: LinkStatus[];
 }
 
@@ -284,23 +284,22 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
 async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dataDir: string, log: Logger, links: PeerLinks, base: Base): Promise<RunningTopologyNode> {
   let journal: RelayJournal;
   let device: BlockDevice | undefined;
-  if (me.storage === 'journal') {
-    const path = join(dataDir, 'journal.img');
+  {
+    const nvram = me.storage === 'battery-backed-memory';
+    const path = join(dataDir, nvram ? 'nvram.img' : 'journal.img');
     const fresh = !existsSync(path);
     // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
     // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
     // file's first lap round the ring would change its metadata at every record, and every flush
-    // would wait for a file system journal commit).
+    // would wait for a file system journal commit). Battery-backed memory has no flush at all
+    // (hal/battery-backed-device.ts): the same journal format, in memory that outlives the process.
     if (fresh) await createZeroedFile(path, me.journalSize);
-    device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
+    const file = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
+    device = nvram ? batteryBacked(file) : file;
     if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
-    const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log });
-    log.info({ recovery: opened.recovery }, 'relay journal opened');
+    const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log, kind: nvram ? 'battery-backed-memory' : 'device' });
+    log.info({ recovery: opened.recovery, storage: me.storage }, 'relay journal opened');
     journal = opened.journal;
-  } else {
-    // Battery-backed memory: survives this process only while the battery lasts, i.e. not at all
-    // across a process restart here; it is the seed's "memory with battery backup" for simulations.
-    journal = MemoryJournal.open(new BatteryBackedMemory(me.journalSize), { clock: systemClock, logger: log }).journal;
   }
   // Destinations: the secondaries of the volumes that list this relay.
   const volumes = t.volumes.filter((v) => v.relays.includes(me.name) && v.secondary !== undefined);

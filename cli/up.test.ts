@@ -155,7 +155,7 @@ describe('kura up / down / status / promote / link / verify', () => {
       };
       const relay: NodeStatus = {
         node: 'relay1', role: 'relay', site: 'utsunomiya', pid: 102, uptimeMs: 5000, volumes: [],
-        relay: { backlogRecords: 7, backlogBytes: 3 * 1024 * 1024, journal: {}, forwarded: 99 },
+        relay: { backlogRecords: 7, backlogBytes: 3 * 1024 * 1024, journal: {} as never, forwarded: 99 },
         links: [{ peer: 'secondary', state: 'connecting', partitioned: false }],
       };
       servers.push(...await fakeNodes(file, { primary: { status: primary, calls: [] }, relay1: { status: relay, calls: [] } }));

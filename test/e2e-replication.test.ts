@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { IscsiClient } from '../bench/lib/iscsi-client.js';
 import {
-  kura, kuraRun, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RunningTopology, type TopologySpec,
+  kura, kuraRun, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RelayStorage, type RunningTopology, type TopologySpec,
 } from '../bench/lib/kura-topology.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
 
@@ -23,8 +23,8 @@ const BS = 512;
 const TARGET = 'iqn.2026-11.dev.kura:vol0';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function spec(name: string): TopologySpec {
-  const s = relayTopology({ name, relayKm: 100, secondaryKm: 500 }, ['relay-durable'], { bandwidthBps: 1e9, volumeSize: '32MiB' });
+function spec(name: string, relayStorage?: RelayStorage): TopologySpec {
+  const s = relayTopology({ name, relayKm: 100, secondaryKm: 500 }, ['relay-durable'], { bandwidthBps: 1e9, volumeSize: '32MiB', relayStorage });
   s.volumes[0]!.name = 'vol0';
   return s;
 }
@@ -79,8 +79,8 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     t = undefined;
   });
 
-  it('a relay killed after acknowledging and before forwarding forwards everything after its restart; the secondary holds each acknowledged write once', async () => {
-    t = await startTopology(cli, tempDir('kura-repl-relay-'), spec('relay-crash'));
+  for (const storage of ['journal', 'battery-backed-memory'] as const) it(`a relay (${storage}) killed after acknowledging and before forwarding forwards everything after its restart; the secondary holds each acknowledged write once`, async () => {
+    t = await startTopology(cli, tempDir('kura-repl-relay-'), spec('relay-crash', storage));
     await waitPeersUp(t, 'primary', ['vol0']);
     // Cut relay -> secondary: the relay acknowledges (journal) but cannot forward.
     await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
@@ -89,6 +89,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
     c.close();
     expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+    expect((await t.nodeStatus('relay')).relay!.journal.kind).to.equal(storage === 'journal' ? 'device' : storage);
     expect((await secondaryVolume(t)).sequence).to.equal(0);
 
     process.kill(pidOf(t, 'relay'), 'SIGKILL');

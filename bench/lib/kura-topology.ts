@@ -8,6 +8,8 @@
  * The CLI is dist/cli/kura.js (the npm scripts build first), not bin/kura.mjs: that one rebuilds
  * when any source is newer than the build, which in a shared working tree can happen mid-run.
  */
+import type { NodeStatus } from '../../cli/admin.js';
+import type { ReplicationStatus } from '../../firmware/replication/types.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -22,40 +24,11 @@ export function latitudeForKm(km: number): number {
   return (km / EARTH_RADIUS_KM) * (180 / Math.PI);
 }
 
-// ---- what `kura status FILE --json` answers (cli/status.ts StatusReport), as far as benches read it ----
+// ---- what `kura status FILE --json` answers (cli/status.ts StatusReport) ----
 
-export interface PeerState {
-  name: string;
-  state: string;
-  rttMs?: number;
-  outstanding?: number;
-}
-
-export interface VolumeState {
-  volume: string;
-  role: 'primary' | 'secondary';
-  ackMode: string;
-  generation: number;
-  /** Last sequence handed out (primary) or applied (secondary). */
-  sequence: number;
-  lagWrites: number;
-  lagBytes: number;
-  pendingAck: number;
-  peers: PeerState[];
-  replicatedBytes?: number;
-  ackedBytes?: number;
-  appliedBytes?: number;
-}
-
-export interface NodeState {
-  node: string;
-  role: 'controller' | 'relay';
-  iscsi?: string[];
-  volumes: VolumeState[];
-  links: { peer: string; state: string; rttMs?: number }[];
-  wan?: { peer: string; oneWayDelayMs: number; bandwidthBps: number | null }[];
-  relay?: { backlogRecords: number; backlogBytes: number };
-}
+/** A node's status as its admin socket answers it (`kura status --json` per node). */
+export type NodeState = NodeStatus;
+export type VolumeState = ReplicationStatus;
 
 export interface StatusReport {
   topology: string;
@@ -67,7 +40,11 @@ export interface NodeSpec {
   role: 'controller' | 'relay';
   /** km north of the primary, on its meridian. */
   km: number;
+  /** A relay's non-volatile storage (000-NV; the topology's default, the disk journal, if unset). */
+  storage?: RelayStorage;
 }
+
+export type RelayStorage = 'journal' | 'battery-backed-memory';
 
 export interface LinkSpec {
   between: [string, string];
@@ -101,13 +78,15 @@ export interface TopologySpec {
  * link with its distance given explicitly (one-way delay exactly km x 5 us x 1.5), and one volume
  * per ack mode named after it, all replicating through the relay to the secondary.
  */
-export function relayTopology(p: { name: string; relayKm: number; secondaryKm: number }, modes: readonly string[], o: { bandwidthBps: number; volumeSize: string }): TopologySpec {
+export function relayTopology(
+  p: { name: string; relayKm: number; secondaryKm: number }, modes: readonly string[], o: { bandwidthBps: number; volumeSize: string; relayStorage?: RelayStorage },
+): TopologySpec {
   return {
     name: `bench-${p.name}`,
     disasterRadiusKm: Math.min(p.relayKm / 2, 50),
     nodes: [
       { name: 'primary', role: 'controller', km: 0 },
-      { name: 'relay', role: 'relay', km: p.relayKm },
+      { name: 'relay', role: 'relay', km: p.relayKm, ...(o.relayStorage ? { storage: o.relayStorage } : {}) },
       { name: 'secondary', role: 'controller', km: p.secondaryKm },
     ],
     links: [
@@ -168,7 +147,7 @@ export async function topologyYaml(spec: TopologySpec, dataDir: string): Promise
     sites: spec.nodes.map((n) => ({ name: `site-${n.name}`, lat: Number(latitudeForKm(n.km).toFixed(9)), lon: 0, disasterRadiusKm: spec.disasterRadiusKm })),
     nodes: spec.nodes.map((n) => {
       const peer = `${host}:${ports.shift()!}`;
-      if (n.role === 'relay') return { role: 'relay', name: n.name, site: `site-${n.name}`, peer };
+      if (n.role === 'relay') return { role: 'relay', name: n.name, site: `site-${n.name}`, peer, ...(n.storage ? { storage: n.storage } : {}) };
       const port = ports.shift()!;
       iscsi.set(n.name, { host, port });
       return { role: 'controller', name: n.name, site: `site-${n.name}`, iscsi: `${host}:${port}`, peer };

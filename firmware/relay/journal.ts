@@ -53,6 +53,8 @@ export interface DeviceJournalOptions {
   whenFull?: 'wait' | 'fail';
   /** Payload bytes kept in memory for forwarding without reading back (default 16 MiB). */
   cacheBytes?: number;
+  /** What the device is, for stats (default 'device'): 'battery-backed-memory' on hal/battery-backed-device.ts. */
+  kind?: 'device' | 'battery-backed-memory';
   /**
    * How long a released record may wait for the superblock write that truncates it while the ring
    * has room, ms (default 50; 0 writes it at once).
@@ -98,7 +100,7 @@ interface TruncationWaiter {
 }
 
 export class DeviceJournal implements RelayJournal {
-  readonly kind = 'device' as const;
+  readonly kind: 'device' | 'battery-backed-memory';
   private readonly device: BlockDevice;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -196,6 +198,7 @@ export class DeviceJournal implements RelayJournal {
 
   private constructor(opts: DeviceJournalOptions, sb: Superblock, epoch: number, scan: ScanResult) {
     this.device = opts.device;
+    this.kind = opts.kind ?? 'device';
     this.clock = opts.clock;
     this.log = (opts.logger ?? nullLogger).child({ journal: opts.device.name });
     this.whenFull = opts.whenFull ?? 'wait';
