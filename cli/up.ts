@@ -372,25 +372,38 @@ async function foreground(t: Topology, spawned: Spawned[], io: Io): Promise<numb
     died++;
     io.err(`kura: node "${s.node.name}" ${describeExit(e)}; the others keep running (Ctrl-C stops them)\n`);
   }));
-  const signalled = new Promise<string>((res) => {
-    process.once('SIGINT', () => res('SIGINT'));
-    process.once('SIGTERM', () => res('SIGTERM'));
-  });
-  const sig = await Promise.race([signalled, Promise.all(exits).then(() => undefined)]);
-  if (sig !== undefined) {
-    stopping = true;
-    io.err(`kura: ${sig}: stopping the nodes, primaries first\n`);
-    const firstAt = Date.now();
-    const second = () => {
-      // One Ctrl-C can arrive several times (from the terminal, and forwarded by npm and scripts/start.mjs).
-      if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
-      io.err('kura: second signal: killing the nodes\n');
-      for (const s of spawned) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
-    };
-    process.on('SIGINT', second);
-    process.on('SIGTERM', second);
-    await stopAll(t, io);
-  } else io.err('kura: every node has exited\n');
+  // One listener for the whole run, installed now: one Ctrl-C arrives several times at once (from
+  // the terminal to the whole process group, and forwarded by npm and scripts/start.mjs), and a
+  // copy arriving while no listener is installed would take Node's default action, exiting at once
+  // and leaving the nodes running.
+  let firstAt = -1;
+  let onFirst: (sig: string) => void = () => {};
+  const signalled = new Promise<string>((res) => { onFirst = res; });
+  const onSignal = (sig: string): void => {
+    if (firstAt < 0) {
+      firstAt = Date.now();
+      onFirst(sig);
+      return;
+    }
+    if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
+    io.err('kura: second signal: killing the nodes\n');
+    for (const s of spawned) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
+  };
+  const onInt = (): void => onSignal('SIGINT');
+  const onTerm = (): void => onSignal('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  try {
+    const sig = await Promise.race([signalled, Promise.all(exits).then(() => undefined)]);
+    if (sig !== undefined) {
+      stopping = true;
+      io.err(`kura: ${sig}: stopping the nodes, primaries first\n`);
+      await stopAll(t, io);
+    } else io.err('kura: every node has exited\n');
+  } finally {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+  }
   pump();
   clearInterval(timer);
   return died > 0 ? 1 : 0;
