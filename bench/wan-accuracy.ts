@@ -5,9 +5,12 @@
  * 127.0.0.1 with preciseClock. Both directions use the preset. Prints a markdown table and writes
  * JSON to bench/results/.
  *
- *   npx tsx bench/wan-accuracy.ts [--presets lan,metro,regional,continental] [--split]
+ *   npx tsx bench/wan-accuracy.ts [--presets lan,metro,regional,continental] [--split] [--no-stamps]
  *       [--transport-latency <ms|auto>] [--rtt-seconds 3] [--bulk-seconds 2] [--out FILE]
  *
+ * By default both ends use arrival stamps, as `kura up` does (hal/wan/arrival-stamps.ts: the
+ * receiver times each delivery on the machine's shared clock); --no-stamps shapes on the sending
+ * side alone, where --transport-latency applies.
  * --split runs the echo and source services in a child process with its own WanNetwork, as two
  * storage nodes would be; by default both ends share this process. --transport-latency hands
  * bytes to TCP that much early to cancel its own latency (WanStreamOptions.transportLatencyMs);
@@ -23,15 +26,18 @@ import { fileURLToPath } from 'node:url';
 import { preciseClock, preciseScheduler } from '../hal/precise-timer.js';
 import { tcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
+import { DEFAULT_HORIZON_MS as DEFAULT_STAMP_HORIZON_MS } from '../hal/wan/arrival-stamps.js';
 import { WanLinks } from '../hal/wan/links.js';
 import { PRESETS, oneWayDelayMs, resolveProfile, type PresetName, type WanProfile } from '../hal/wan/profiles.js';
 import { calibrateTransportLatency, measureRtt, measureThroughput, startEchoServer, startSourceServer, type RttResult, type ThroughputResult } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
+import { machineClockDomain, machineClockOffsetMs } from '../hal/machine-clock.js';
 import { repoRoot } from './lib/repo-root.js';
 
 interface Options {
   presets: PresetName[];
   split: boolean;
+  stamps: boolean;
   transportLatency: string;
   rttSeconds: number;
   bulkSeconds: number;
@@ -64,6 +70,7 @@ function parseArgs(argv: string[]): Options {
       return list as PresetName[];
     }, names)
     .option('--split', 'run the services in a child process (two nodes)', false)
+    .option('--no-stamps', 'shape on the sending side alone, without arrival stamps')
     .option('--transport-latency <ms|auto>', 'compensate the real transport\'s one-way latency (0: none)', '0')
     .option('--rtt-seconds <s>', 'time spent on round trips per preset (30 to 1000 of them)', positive, 3)
     .option('--bulk-seconds <s>', 'length of the bulk transfer per preset', positive, 2)
@@ -74,14 +81,17 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** A WanNetwork shaping everything this process sends with `profile`. */
-function wan(profile: WanProfile, transportLatencyMs: number): Network {
-  return new WanNetwork(tcpNetwork, new WanLinks({ clock: preciseClock, select: (c) => ({ name: c.direction, profile }) }), { transportLatencyMs });
+function wan(profile: WanProfile, transportLatencyMs: number, stamps: boolean): Network {
+  const opts = stamps
+    ? { stamps: { domain: machineClockDomain(), sharedOffsetMs: machineClockOffsetMs(), horizonMs: DEFAULT_STAMP_HORIZON_MS } }
+    : { transportLatencyMs };
+  return new WanNetwork(tcpNetwork, new WanLinks({ clock: preciseClock, select: (c) => ({ name: c.direction, profile }) }), opts);
 }
 
 /** The child side of --split: services until stdin closes. */
 async function serve(arg: string): Promise<void> {
-  const { profile, transportLatencyMs } = JSON.parse(arg) as { profile: WanProfile; transportLatencyMs: number };
-  const net = wan(profile, transportLatencyMs);
+  const { profile, transportLatencyMs, stamps } = JSON.parse(arg) as { profile: WanProfile; transportLatencyMs: number; stamps: boolean };
+  const net = wan(profile, transportLatencyMs, stamps);
   const echo = await startEchoServer(net);
   const source = await startSourceServer(net);
   const raw = await startEchoServer(tcpNetwork);
@@ -99,14 +109,14 @@ interface Services {
   stop: () => Promise<void>;
 }
 
-async function services(profile: WanProfile, transportLatencyMs: number, split: boolean, net: Network): Promise<Services> {
+async function services(profile: WanProfile, transportLatencyMs: number, split: boolean, net: Network, stamps = false): Promise<Services> {
   if (!split) {
     const echo = await startEchoServer(net);
     const source = await startSourceServer(net);
     const raw = await startEchoServer(tcpNetwork);
     return { echo: echo.port, source: source.port, raw: raw.port, stop: async () => { await echo.close(); await source.close(); await raw.close(); } };
   }
-  const arg = JSON.stringify({ profile, transportLatencyMs });
+  const arg = JSON.stringify({ profile, transportLatencyMs, stamps });
   const child: ChildProcess = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--serve', arg], { stdio: ['pipe', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).once('line', resolve);
@@ -142,8 +152,8 @@ async function measure(name: PresetName, opts: Options, lead: number): Promise<R
   const resolved = resolveProfile(profile);
   const oneWay = oneWayDelayMs(profile);
   const profileRtt = 2 * oneWay;
-  const net = wan(profile, lead);
-  const svc = await services(profile, lead, opts.split, net);
+  const net = wan(profile, lead, opts.stamps);
+  const svc = await services(profile, lead, opts.split, net, opts.stamps);
   try {
     const count = Math.max(30, Math.min(1000, Math.round((opts.rttSeconds * 1000) / Math.max(profileRtt, 0.1))));
     const r = await measureRtt(net, svc.echo, { count, warmup: 10 });
@@ -204,7 +214,8 @@ async function main(): Promise<number> {
   }
   const loadAfter = os.loadavg();
   console.log(`\n${table(rows, baseline)}\n`);
-  console.log(`mode: ${opts.split ? 'two processes' : 'one process'}; transport latency compensated: ${(lead * 1000).toFixed(0)} µs one way${opts.transportLatency === 'auto' ? ' (measured)' : ''}; load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; ${os.cpus().length} cpus`);
+  const timing = opts.stamps ? `arrival stamps (the receiver times deliveries; bytes handed over up to ${DEFAULT_STAMP_HORIZON_MS} ms early)` : `sender-side shaping, transport latency compensated: ${(lead * 1000).toFixed(0)} µs one way${opts.transportLatency === 'auto' ? ' (measured)' : ''}`;
+  console.log(`mode: ${opts.split ? 'two processes' : 'one process'}; ${timing}; load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; ${os.cpus().length} cpus`);
   const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const out = opts.out ?? path.join(repoRoot(), 'bench/results', `wan-accuracy-${date}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -214,7 +225,7 @@ async function main(): Promise<number> {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), kernel: os.release(), node: process.version },
     loadAverage: { before: loadBefore, after: loadAfter },
-    options: { presets: opts.presets, split: opts.split, transportLatency: opts.transportLatency, rttSeconds: opts.rttSeconds, bulkSeconds: opts.bulkSeconds },
+    options: { presets: opts.presets, split: opts.split, stamps: opts.stamps, transportLatency: opts.transportLatency, rttSeconds: opts.rttSeconds, bulkSeconds: opts.bulkSeconds },
     transportLatencyMs: lead,
     timer: { wake: preciseScheduler().mode, spinMs: preciseScheduler().spinMs, maxLateMs: preciseScheduler().stats.maxLateMs },
     baselineTcpRtt: base,

@@ -28,6 +28,7 @@ import type { LinkStats } from '../hal/wan/link-model.js';
 import { PRESETS, type WanProfile } from '../hal/wan/profiles.js';
 import { calibrateTransportLatency, startEchoThread } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
+import { DEFAULT_HORIZON_MS } from '../hal/wan/arrival-stamps.js';
 import type { WanStreamOptions } from '../hal/wan/wan-stream.js';
 import { distanceKm, type Topology, type WanProfileConfig } from './topology.js';
 
@@ -95,12 +96,8 @@ export interface TopologyNetwork {
   stampHorizonMs: number | undefined;
 }
 
-/**
- * How long before their arrival bytes go to TCP with stamps. Longer than a loopback hop's tail on a
- * busy small machine (p99 a few ms), so the receiver is awake and holding them when they are due; a
- * partition cuts the link this much late for what was already handed over.
- */
-export const DEFAULT_STAMP_HORIZON_MS = 2;
+/** How long before their arrival bytes go to TCP with stamps (hal/wan/arrival-stamps.ts). */
+export const DEFAULT_STAMP_HORIZON_MS = DEFAULT_HORIZON_MS;
 
 /** Beyond this a calibration measured a busy machine, not loopback: compensating it would skew short links. */
 const MAX_TRANSPORT_LATENCY_MS = 0.3;

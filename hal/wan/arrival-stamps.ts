@@ -22,6 +22,13 @@
  */
 import type { Clock, Timer } from '../clock.js';
 
+/**
+ * The horizon topologies use: longer than a loopback hop's tail on a busy small machine (p99 a few
+ * ms), so the receiver is awake and holding the bytes when they are due; a partition cuts the link
+ * this much late for what was already handed over.
+ */
+export const DEFAULT_HORIZON_MS = 2;
+
 export interface ArrivalStampOptions {
   /** The sender's and receiver's clock domain: equal ids share one monotonic clock. 16 bytes. */
   domain: Uint8Array;
