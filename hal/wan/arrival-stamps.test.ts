@@ -1,34 +1,12 @@
 import { expect } from 'chai';
 import { SimNetwork } from '../sim/sim-network.js';
 import { Simulator } from '../sim/simulator.js';
-import type { Network, StreamHandler, StreamTransport } from '../transport.js';
 import type { ArrivalStampOptions } from './arrival-stamps.js';
 import { WanLinks, linkTable } from './links.js';
 import type { WanProfile } from './profiles.js';
 import { WanNetwork } from './wan-network.js';
 import { WanStream } from './wan-stream.js';
-
-class Rec implements StreamHandler {
-  data: Buffer[] = [];
-  at: number[] = [];
-  closes: (Error | undefined)[] = [];
-  closedAt = -1;
-  onChunk: ((c: Buffer) => void) | undefined;
-  constructor(private readonly sim: Simulator, public t?: StreamTransport) {}
-  get bytes(): Buffer {
-    return Buffer.concat(this.data);
-  }
-  onData(chunk: Buffer): void {
-    this.data.push(chunk);
-    this.at.push(this.sim.now());
-    this.onChunk?.(chunk);
-  }
-  onDrain(): void {}
-  onClose(error?: Error): void {
-    this.closes.push(error);
-    this.closedAt = this.sim.now();
-  }
-}
+import { connectPair } from './test-fixture.js';
 
 const HERE = new Uint8Array(16).fill(7);
 const ELSEWHERE = new Uint8Array(16).fill(9);
@@ -49,18 +27,11 @@ function pair(profile: WanProfile, latencyMs: number, sa: ArrivalStampOptions | 
   return { sim, a: wan('A', 'B', sa), b: wan('B', 'A', sb) };
 }
 
-async function connect(sim: Simulator, a: Network, b: Network) {
-  let server!: Rec;
-  await b.listen('B', 3260, (t) => (server = new Rec(sim, t)));
-  const client = new Rec(sim);
-  const t = await sim.run(a.connect('B', 3260, (tt) => { client.t = tt; return client; }));
-  return { server, client, t };
-}
 
 describe('wan/arrival-stamps: the receiver times deliveries', () => {
   it('the transport\'s own latency disappears into the link delay: bytes arrive at exactly the profile\'s time', async () => {
     const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 8e6 }, 0.4, stamps(), stamps());
-    const { server, client, t } = await connect(sim, a, b);
+    const { server, client, t } = await connectPair(sim, a, b);
     server.onChunk = (c) => server.t!.write([c]); // echo
     const t0 = sim.now();
     t.write([Buffer.alloc(1000, 1)]); // 1 ms at 8 Mb/s
@@ -75,7 +46,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('without stamps the same transport adds its latency to every hop', async () => {
     const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 8e6 }, 0.4, undefined, undefined);
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     const t0 = sim.now();
     t.write([Buffer.alloc(1000, 1)]);
     await sim.advance(30);
@@ -85,7 +56,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('a transport slower than the horizon is late by the difference, and counted', async () => {
     const { sim, a, b } = pair({ delayMs: 1 }, 3, stamps(HERE, 1.5), stamps(HERE, 1.5));
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     const t0 = sim.now();
     t.write([Buffer.from('late')]);
     await sim.advance(30);
@@ -99,7 +70,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('long links: bytes wait at the sender until the horizon, then at the receiver until they are due; order kept', async () => {
     const { sim, a, b } = pair({ delayMs: 20, jitter: { dist: 'uniform', ms: 3 } }, 0.3, stamps(), stamps());
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     const sent: Buffer[] = [];
     await sim.run((async () => {
       for (let i = 0; i < 200; i++) {
@@ -118,7 +89,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('another machine\'s clock: each record is held for what was left of its delay when handed over (late, never early)', async () => {
     const { sim, a, b } = pair({ delayMs: 5 }, 0.4, stamps(ELSEWHERE), stamps(HERE));
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     const t0 = sim.now();
     t.write([Buffer.from('x')]);
     await sim.advance(30);
@@ -129,7 +100,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('a peer that does not stamp is refused with a precise error, not misread', async () => {
     const { sim, a, b } = pair({ delayMs: 1 }, 0, undefined, stamps());
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     t.write([Buffer.from('plain bytes, no preamble, long enough to be read as one')]);
     await sim.advance(30);
     expect(server.data).to.deep.equal([]);
@@ -139,7 +110,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('a peer that ends cleanly: what it sent still arrives at its time, then the end', async () => {
     const { sim, a, b } = pair({ delayMs: 5, bandwidthBps: 1e6 }, 0.2, stamps(), stamps());
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     const t0 = sim.now();
     t.write([Buffer.alloc(5000, 3)]); // 40 ms at 1 Mb/s
     t.end();
@@ -152,7 +123,7 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
 
   it('pauseReading holds deliveries that fall due meanwhile; resumeReading lets them through in order', async () => {
     const { sim, a, b } = pair({ delayMs: 2 }, 0.1, stamps(), stamps());
-    const { server, t } = await connect(sim, a, b);
+    const { server, t } = await connectPair(sim, a, b);
     server.t!.pauseReading();
     t.write([Buffer.from('one ')]);
     await sim.advance(1);

@@ -2,36 +2,11 @@ import { expect } from 'chai';
 import { Random } from '../sim/random.js';
 import { SimNetwork } from '../sim/sim-network.js';
 import { Simulator } from '../sim/simulator.js';
-import type { StreamHandler, StreamTransport } from '../transport.js';
 import type { LinkEvent } from './link-model.js';
 import { WanLinks, linkTable } from './links.js';
 import type { WanProfile } from './profiles.js';
 import { WanNetwork } from './wan-network.js';
-
-class Rec implements StreamHandler {
-  data: Buffer[] = [];
-  at: number[] = [];
-  drains = 0;
-  closes: (Error | undefined)[] = [];
-  closedAt = -1;
-  onChunk: ((c: Buffer) => void) | undefined;
-  constructor(private readonly sim: Simulator, public t?: StreamTransport) {}
-  get bytes(): Buffer {
-    return Buffer.concat(this.data);
-  }
-  onData(chunk: Buffer): void {
-    this.data.push(chunk);
-    this.at.push(this.sim.now());
-    this.onChunk?.(chunk);
-  }
-  onDrain(): void {
-    this.drains++;
-  }
-  onClose(error?: Error): void {
-    this.closes.push(error);
-    this.closedAt = this.sim.now();
-  }
-}
+import { Rec, connectPair } from './test-fixture.js';
 
 /** Nodes A and B on one simulated network, each shaping its sends to the other with its profile. */
 function topology(ab: WanProfile, ba: WanProfile, seed = 1, trace?: (link: string, e: LinkEvent) => void) {
@@ -42,13 +17,6 @@ function topology(ab: WanProfile, ba: WanProfile, seed = 1, trace?: (link: strin
   return { sim, a: wan('A', 'B', ab), b: wan('B', 'A', ba) };
 }
 
-async function connectPair(sim: Simulator, a: WanNetwork, b: WanNetwork, port = 3260) {
-  let server!: Rec;
-  await b.listen('B', port, (t) => (server = new Rec(sim, t)));
-  const client = new Rec(sim);
-  const t = await sim.run(a.connect('B', port, (tt) => { client.t = tt; return client; }));
-  return { server, client, t };
-}
 
 describe('wan/wan-network on the simulator', () => {
   it('a round trip takes both one-way delays exactly; connect takes one emulated RTT', async () => {
