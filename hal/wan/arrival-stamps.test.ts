@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { SimNetwork } from '../sim/sim-network.js';
 import { Simulator } from '../sim/simulator.js';
-import type { ArrivalStampOptions } from './arrival-stamps.js';
+import { MAX_HELD_BYTES, preamble, recordHeader, type ArrivalStampOptions } from './arrival-stamps.js';
 import { WanLinks, linkTable } from './links.js';
 import type { WanProfile } from './profiles.js';
 import { WanNetwork } from './wan-network.js';
@@ -133,5 +133,53 @@ describe('wan/arrival-stamps: the receiver times deliveries', () => {
     server.t!.resumeReading();
     await sim.advance(0.001);
     expect(server.bytes.toString()).to.equal('one two');
+  });
+
+  it('holding more than MAX_HELD_BYTES stops reading the transport until half is delivered; nothing is lost', async () => {
+    // An unlimited link: 96 MiB written at once is all due at once, and handed over at once.
+    const { sim, a, b } = pair({ delayMs: 1 }, 0.1, stamps(), stamps());
+    const { server, t } = await connectPair(sim, a, b);
+    const big = Buffer.alloc(MAX_HELD_BYTES * 1.5);
+    for (let i = 0; i < big.length; i += 4096) big.writeUInt32BE(i, i);
+    let paused = 0;
+    const inner = (server.t as WanStream).inner;
+    const pause = inner.pauseReading.bind(inner);
+    inner.pauseReading = () => { paused++; pause(); };
+    for (let i = 0; i < big.length; i += 1 << 20) t.write([big.subarray(i, i + (1 << 20))]);
+    await sim.advance(50);
+    expect(Buffer.concat(server.data).equals(big)).to.equal(true);
+    expect(server.closes).to.deep.equal([]);
+    const s = (server.t as WanStream).stampStats!;
+    expect(paused).to.be.at.least(1);
+    expect(s.maxHeldBytes).to.be.at.most(MAX_HELD_BYTES + (1 << 20));
+    expect(s.heldBytes).to.equal(0);
+  });
+
+  describe('a peer that does not keep to the protocol is cut off, and nothing it sent is delivered', () => {
+    /** B's stamped receiver, and a raw connection from A that writes `bytes` to it. */
+    async function rawPeer(bytes: (now: number) => Buffer[]) {
+      const sim = new Simulator();
+      const net = new SimNetwork(sim.clock);
+      const b = new WanNetwork(net.node('B'), new WanLinks({ clock: sim.clock, select: linkTable([{ name: 'B->A', remote: 'A', profile: { delayMs: 1 } }]) }), { stamps: stamps() });
+      const { server, t } = await connectPair(sim, net.node('A'), b);
+      for (const c of bytes(sim.now())) t.write([c]);
+      await sim.advance(50);
+      return server;
+    }
+
+    it('a record due far beyond the horizon', async () => {
+      const server = await rawPeer((now) => [preamble(stamps()), recordHeader(5, now + 10_000, now), Buffer.from('early')]);
+      expect(server.data).to.deep.equal([]);
+      expect(String(server.closes[0])).to.match(/due 10000\.0 ms ahead, beyond the 2 ms horizon/);
+    });
+
+
+    it('a malformed record header', async () => {
+      const bad = recordHeader(5, 0, 0);
+      bad.writeDoubleBE(Number.NaN, 4);
+      const server = await rawPeer(() => [preamble(stamps()), bad, Buffer.from('xxxxx')]);
+      expect(server.data).to.deep.equal([]);
+      expect(String(server.closes[0])).to.match(/malformed arrival-stamp record/);
+    });
   });
 });

@@ -44,6 +44,12 @@ export const PREAMBLE_BYTES = 24;
 export const RECORD_HEADER_BYTES = 20;
 /** A record longer than this is not ours: the sender cuts records per handover batch. */
 const MAX_RECORD_BYTES = 256 * 1024 * 1024;
+/**
+ * Bytes held for later beyond which the receiver stops reading the transport until half of them
+ * are delivered (a horizon at 10 Gb/s is 2.5 MB; more comes from an unlimited-bandwidth link
+ * carrying one big write, all of it due at once).
+ */
+export const MAX_HELD_BYTES = 64 * 1024 * 1024;
 /** A delivery is due when the clock is within this of it (float rounding). */
 const EPSILON_MS = 1e-6;
 
@@ -65,8 +71,9 @@ export function recordHeader(length: number, arrivalShared: number, handoverShar
 }
 
 export interface StampStats {
-  /** Bytes received and not yet due. */
+  /** Bytes received and not yet due, and the most at any time. */
   heldBytes: number;
+  maxHeldBytes: number;
   /** Records that came after their arrival time, and by how much at most (the horizon was too short). */
   lateRecords: number;
   maxLateMs: number;
@@ -77,7 +84,7 @@ export interface StampStats {
  * hands each payload to `deliver` at its arrival time, in order. While paused nothing is delivered.
  */
 export class StampReceiver {
-  readonly stats: StampStats = { heldBytes: 0, lateRecords: 0, maxLateMs: 0 };
+  readonly stats: StampStats = { heldBytes: 0, maxHeldBytes: 0, lateRecords: 0, maxLateMs: 0 };
   private sameDomain = false;
   private gotPreamble = false;
   /** Bytes of a preamble or record header still being assembled. */
@@ -102,7 +109,11 @@ export class StampReceiver {
     private readonly o: ArrivalStampOptions,
     private readonly deliver: (chunk: Buffer) => void,
     private readonly fail: (err: Error) => void,
+    /** Holding more than MAX_HELD_BYTES (true) or down to half of it again (false). */
+    private readonly full: (on: boolean) => void = () => {},
   ) {}
+
+  private isFull = false;
 
   get empty(): boolean {
     return this.head === this.chunks.length;
@@ -185,6 +196,14 @@ export class StampReceiver {
     const now = this.clock.now();
     // Same clock: the stamped time. Another machine's clock: what was left of the delay at handover.
     this.payloadDue = this.sameDomain ? arrival - this.o.sharedOffsetMs : now + Math.max(0, arrival - handover);
+    // A sender hands bytes over at most its horizon ahead (the same setting on every node; twice
+    // it, and 10 ms, for clock reads and scheduling): a record due later would be held for nothing.
+    const ahead = this.payloadDue - now;
+    if (ahead > 2 * this.o.horizonMs + 10) {
+      this.failed = true;
+      this.fail(new Error(`WAN link: an arrival-stamp record due ${ahead.toFixed(1)} ms ahead, beyond the ${this.o.horizonMs} ms horizon: both ends of a link must run kura with the same WAN options on one machine's clock`));
+      return;
+    }
     this.payloadLeft = length;
     const late = now - this.payloadDue;
     if (late > 0.001) {
@@ -202,6 +221,11 @@ export class StampReceiver {
     this.chunks.push(chunk);
     this.due.push(due);
     this.stats.heldBytes += chunk.length;
+    if (this.stats.heldBytes > this.stats.maxHeldBytes) this.stats.maxHeldBytes = this.stats.heldBytes;
+    if (!this.isFull && this.stats.heldBytes > MAX_HELD_BYTES) {
+      this.isFull = true;
+      this.full(true);
+    }
   }
 
   private readonly flush = (): void => {
@@ -218,6 +242,10 @@ export class StampReceiver {
       this.chunks[this.head] = EMPTY;
       this.head++;
       this.stats.heldBytes -= c.length;
+      if (this.isFull && this.stats.heldBytes <= MAX_HELD_BYTES / 2) {
+        this.isFull = false;
+        this.full(false);
+      }
       this.deliver(c);
     }
     if (this.head > 0 && this.head === this.chunks.length) {

@@ -101,6 +101,9 @@ export class WanStream implements StreamTransport {
   private readonly stamps: ArrivalStampOptions | undefined;
   private readonly receiver: StampReceiver | undefined;
   private sentPreamble = false;
+  private handlerPaused = false;
+  private receiverFull = false;
+  private innerPaused = false;
 
   constructor(
     readonly inner: StreamTransport,
@@ -121,7 +124,10 @@ export class WanStream implements StreamTransport {
       if (this.handler) this.handler.onData(chunk);
       else this.early.push({ kind: 'data', chunk });
     };
-    const receiver = opts.stamps && new StampReceiver(clock, opts.stamps, receive, (err) => this.failReceive(err));
+    const receiver = opts.stamps && new StampReceiver(clock, opts.stamps, receive, (err) => this.failReceive(err), (on) => {
+      this.receiverFull = on;
+      this.readPaused();
+    });
     this.receiver = receiver;
     this.innerHandler = {
       onData: receiver ? (chunk) => receiver.receive(chunk) : receive,
@@ -217,12 +223,23 @@ export class WanStream implements StreamTransport {
 
   pauseReading(): void {
     this.receiver?.pause();
-    this.inner.pauseReading();
+    this.handlerPaused = true;
+    this.readPaused();
   }
 
   resumeReading(): void {
     this.receiver?.resume();
-    this.inner.resumeReading();
+    this.handlerPaused = false;
+    this.readPaused();
+  }
+
+  /** The real transport is read unless the handler or a full stamp receiver says otherwise. */
+  private readPaused(): void {
+    const pause = this.handlerPaused || this.receiverFull;
+    if (pause === this.innerPaused) return;
+    this.innerPaused = pause;
+    if (pause) this.inner.pauseReading();
+    else this.inner.resumeReading();
   }
 
   end(): void {
