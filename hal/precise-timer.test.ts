@@ -12,18 +12,20 @@ describe('precise-timer', function () {
     const s = new PreciseScheduler();
     const fired: string[] = [];
     const t0 = performance.now();
-    s.at(t0 + 3, () => fired.push('c3'));
-    s.at(t0 + 1, () => fired.push('a1'));
-    s.at(t0 + 3, () => fired.push('d3'));
-    const x = s.at(t0 + 2, () => fired.push('x'));
-    s.at(t0 + 1, () => {
-      fired.push('b1');
-      s.at(t0 + 1.5, () => fired.push('e1.5'));
+    // Tens of ms apart: e15 must come before c30 even when the first turn is late on a loaded
+    // machine (at 1 ms apart, a first turn 2 ms late fired c and d in a's batch, 1 run in 8).
+    s.at(t0 + 30, () => fired.push('c30'));
+    s.at(t0 + 10, () => fired.push('a10'));
+    s.at(t0 + 30, () => fired.push('d30'));
+    const x = s.at(t0 + 20, () => fired.push('x'));
+    s.at(t0 + 10, () => {
+      fired.push('b10');
+      s.at(t0 + 15, () => fired.push('e15'));
     });
     x.cancel();
     expect(s.pending).to.equal(4);
-    await new Promise((r) => s.at(t0 + 10, () => r(undefined)));
-    expect(fired).to.deep.equal(['a1', 'b1', 'e1.5', 'c3', 'd3']);
+    await new Promise((r) => s.at(t0 + 60, () => r(undefined)));
+    expect(fired).to.deep.equal(['a10', 'b10', 'e15', 'c30', 'd30']);
     expect(s.pending).to.equal(0);
   });
 
