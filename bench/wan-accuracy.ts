@@ -26,12 +26,12 @@ import { fileURLToPath } from 'node:url';
 import { preciseClock, preciseScheduler } from '../hal/precise-timer.js';
 import { tcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
-import { DEFAULT_HORIZON_MS as DEFAULT_STAMP_HORIZON_MS } from '../hal/wan/arrival-stamps.js';
+import { DEFAULT_HORIZON_MS } from '../hal/wan/arrival-stamps.js';
 import { WanLinks } from '../hal/wan/links.js';
 import { PRESETS, oneWayDelayMs, resolveProfile, type PresetName, type WanProfile } from '../hal/wan/profiles.js';
 import { calibrateTransportLatency, measureRtt, measureThroughput, startEchoServer, startSourceServer, type RttResult, type ThroughputResult } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
-import { machineClockDomain, machineClockOffsetMs } from '../hal/machine-clock.js';
+import { machineStampOptions } from '../hal/machine-clock.js';
 import { repoRoot } from './lib/repo-root.js';
 
 interface Options {
@@ -82,9 +82,7 @@ function parseArgs(argv: string[]): Options {
 
 /** A WanNetwork shaping everything this process sends with `profile`. */
 function wan(profile: WanProfile, transportLatencyMs: number, stamps: boolean): Network {
-  const opts = stamps
-    ? { stamps: { domain: machineClockDomain(), sharedOffsetMs: machineClockOffsetMs(), horizonMs: DEFAULT_STAMP_HORIZON_MS } }
-    : { transportLatencyMs };
+  const opts = stamps ? { stamps: machineStampOptions() } : { transportLatencyMs };
   return new WanNetwork(tcpNetwork, new WanLinks({ clock: preciseClock, select: (c) => ({ name: c.direction, profile }) }), opts);
 }
 
@@ -214,7 +212,7 @@ async function main(): Promise<number> {
   }
   const loadAfter = os.loadavg();
   console.log(`\n${table(rows, baseline)}\n`);
-  const timing = opts.stamps ? `arrival stamps (the receiver times deliveries; bytes handed over up to ${DEFAULT_STAMP_HORIZON_MS} ms early)` : `sender-side shaping, transport latency compensated: ${(lead * 1000).toFixed(0)} µs one way${opts.transportLatency === 'auto' ? ' (measured)' : ''}`;
+  const timing = opts.stamps ? `arrival stamps (the receiver times deliveries; bytes handed over up to ${DEFAULT_HORIZON_MS} ms early)` : `sender-side shaping, transport latency compensated: ${(lead * 1000).toFixed(0)} µs one way${opts.transportLatency === 'auto' ? ' (measured)' : ''}`;
   console.log(`mode: ${opts.split ? 'two processes' : 'one process'}; ${timing}; load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}; ${os.cpus().length} cpus`);
   const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const out = opts.out ?? path.join(repoRoot(), 'bench/results', `wan-accuracy-${date}.json`);

@@ -9,7 +9,7 @@
  *
  * Each link of the file is shaped on both sides, each side for what it sends (link `me->peer`), and
  * with arrival stamps (the default, hal/wan/arrival-stamps.ts) each side times what it receives:
- * bytes cross loopback up to DEFAULT_STAMP_HORIZON_MS ahead of their arrival time and wait for it
+ * bytes cross loopback up to DEFAULT_HORIZON_MS (arrival-stamps.ts) ahead of their arrival time and wait for it
  * at the receiver, on the clock every process of the machine shares.
  * Its one-way delay: the profile's `delayMs`, else its `distanceKm`, else a preset's fixed delay
  * (`lan`), else the great-circle distance of the two sites; distances cost 5 µs/km times
@@ -20,7 +20,7 @@
  */
 import { isIP } from 'node:net';
 import type { Clock } from '../hal/clock.js';
-import { machineClockDomain, machineClockOffsetMs } from '../hal/machine-clock.js';
+import { machineStampOptions } from '../hal/machine-clock.js';
 import { createTcpNetwork } from '../hal/tcp.js';
 import type { Network } from '../hal/transport.js';
 import { WanLinks, type ConnInfo, type LinkChoice } from '../hal/wan/links.js';
@@ -28,7 +28,6 @@ import type { LinkStats } from '../hal/wan/link-model.js';
 import { PRESETS, type WanProfile } from '../hal/wan/profiles.js';
 import { calibrateTransportLatency, startEchoThread } from '../hal/wan/wan-accuracy.js';
 import { WanNetwork } from '../hal/wan/wan-network.js';
-import { DEFAULT_HORIZON_MS } from '../hal/wan/arrival-stamps.js';
 import type { WanStreamOptions } from '../hal/wan/wan-stream.js';
 import { distanceKm, type Topology, type WanProfileConfig } from './topology.js';
 
@@ -43,7 +42,7 @@ export interface TopologyNetworkOptions {
   transportLatencyMs?: number;
   /**
    * Arrival stamps (hal/wan/arrival-stamps.ts): every node of the topology must use the same
-   * setting. Default on, with bytes handed to TCP up to DEFAULT_STAMP_HORIZON_MS before their
+   * setting. Default on, with bytes handed to TCP up to DEFAULT_HORIZON_MS before their
    * arrival; `false` shapes on the sending side alone (then calibrate()). Needs a clock that reads
    * performance.now() (preciseClock, systemClock): the stamps are on the machine's shared clock.
    */
@@ -95,9 +94,6 @@ export interface TopologyNetwork {
   /** The arrival stamps' horizon, ms (undefined: no stamps). */
   stampHorizonMs: number | undefined;
 }
-
-/** How long before their arrival bytes go to TCP with stamps (hal/wan/arrival-stamps.ts). */
-export const DEFAULT_STAMP_HORIZON_MS = DEFAULT_HORIZON_MS;
 
 /** Beyond this a calibration measured a busy machine, not loopback: compensating it would skew short links. */
 const MAX_TRANSPORT_LATENCY_MS = 0.3;
@@ -206,11 +202,7 @@ export function topologyNetwork(t: Topology, node: string, o: TopologyNetworkOpt
   };
   // Read by WanNetwork for each new stream: calibrate() changes it for the connections after it.
   const streamOpts: WanStreamOptions = { transportLatencyMs: o.transportLatencyMs ?? 0 };
-  if (o.stamps !== false) {
-    streamOpts.stamps = {
-      domain: machineClockDomain(), sharedOffsetMs: machineClockOffsetMs(), horizonMs: o.stamps?.horizonMs ?? DEFAULT_STAMP_HORIZON_MS,
-    };
-  }
+  if (o.stamps !== false) streamOpts.stamps = machineStampOptions(o.stamps?.horizonMs);
   const network = new WanNetwork(bound, wan, streamOpts);
 
   const modelOf = (peer: string) => {

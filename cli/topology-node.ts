@@ -20,7 +20,6 @@ import { systemClock } from '../hal/system-clock.js';
 import { JsonStateStore } from '../hal/state-store.js';
 import { RecordFile } from '../hal/record-file.js';
 import { createZeroedFile, openFileDevice } from '../hal/file-device.js';
-import type { BlockDevice } from '../hal/block-device.js';
 import { batteryBacked } from '../hal/battery-backed-device.js';
 import type { Network, StreamListener } from '../hal/transport.js';
 import { PeerLink, type PeerHandler } from '../firmware/peer/peer-link.js';
@@ -282,25 +281,21 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
 }
 
 async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dataDir: string, log: Logger, links: PeerLinks, base: Base): Promise<RunningTopologyNode> {
-  let journal: RelayJournal;
-  let device: BlockDevice | undefined;
-  {
-    const nvram = me.storage === 'battery-backed-memory';
-    const path = join(dataDir, nvram ? 'nvram.img' : 'journal.img');
-    const fresh = !existsSync(path);
-    // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
-    // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
-    // file's first lap round the ring would change its metadata at every record, and every flush
-    // would wait for a file system journal commit). Battery-backed memory has no flush at all
-    // (hal/battery-backed-device.ts): the same journal format, in memory that outlives the process.
-    if (fresh) await createZeroedFile(path, me.journalSize);
-    const file = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
-    device = nvram ? batteryBacked(file) : file;
-    if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
-    const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log, kind: nvram ? 'battery-backed-memory' : 'device' });
-    log.info({ recovery: opened.recovery, storage: me.storage }, 'relay journal opened');
-    journal = opened.journal;
-  }
+  const nvram = me.storage === 'battery-backed-memory';
+  const path = join(dataDir, nvram ? 'nvram.img' : 'journal.img');
+  const fresh = !existsSync(path);
+  // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
+  // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
+  // file's first lap round the ring would change its metadata at every record, and every flush
+  // would wait for a file system journal commit). Battery-backed memory has no flush at all
+  // (hal/battery-backed-device.ts): the same journal format, in memory that outlives the process.
+  if (fresh) await createZeroedFile(path, me.journalSize);
+  const file = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
+  const device = nvram ? batteryBacked(file) : file;
+  if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
+  const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log, kind: nvram ? 'battery-backed-memory' : 'device' });
+  log.info({ recovery: opened.recovery, storage: me.storage }, 'relay journal opened');
+  const journal: RelayJournal = opened.journal;
   // Destinations: the secondaries of the volumes that list this relay.
   const volumes = t.volumes.filter((v) => v.relays.includes(me.name) && v.secondary !== undefined);
   const destinations = [...new Set(volumes.map((v) => v.secondary!))];
@@ -342,7 +337,7 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
       await links.close();
       await relay.close();
       await journal.close();
-      await device?.close();
+      await device.close();
     },
   };
 }

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { DEFAULT_HORIZON_MS, type ArrivalStampOptions } from './wan/arrival-stamps.js';
 
 /**
  * 16 bytes naming this machine's monotonic clock: the kernel's boot id (a new one at every boot).
@@ -33,4 +34,9 @@ export function machineClockOffsetMs(): number {
     best = Math.min(best, shared - local);
   }
   return best;
+}
+
+/** Arrival stamps on this machine's clock (give the clock reading performance.now(): preciseClock, systemClock). */
+export function machineStampOptions(horizonMs = DEFAULT_HORIZON_MS): ArrivalStampOptions {
+  return { domain: machineClockDomain(), sharedOffsetMs: machineClockOffsetMs(), horizonMs };
 }

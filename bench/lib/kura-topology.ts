@@ -9,6 +9,7 @@
  * when any source is newer than the build, which in a shared working tree can happen mid-run.
  */
 import type { NodeStatus } from '../../cli/admin.js';
+import type { TopologyNode } from '../../cli/topology.js';
 import type { ReplicationStatus } from '../../firmware/replication/types.js';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -44,7 +45,7 @@ export interface NodeSpec {
   storage?: RelayStorage;
 }
 
-export type RelayStorage = 'journal' | 'battery-backed-memory';
+export type RelayStorage = (TopologyNode & { role: 'relay' })['storage'];
 
 export interface LinkSpec {
   between: [string, string];
