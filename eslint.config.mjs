@@ -20,7 +20,8 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': ['error', { patterns: [
         { group: ['node:fs', 'node:fs/*', 'fs', 'fs/*', 'node:net', 'net', 'node:dgram', 'dgram', 'node:child_process', 'child_process', 'node:timers', 'node:timers/*', 'timers', 'node:http', 'node:https', 'node:os', 'os'], message: 'firmware/ and target/ are sans-IO: take a HAL interface instead.' },
-        { group: ['**/hal/*', '!**/hal/types.js', '!**/hal/clock.js', '!**/hal/block-device.js', '!**/hal/transport.js'], message: 'firmware/ and target/ may import only HAL interfaces, not implementations.' },
+        // ring.js: a plain FIFO, the same on every HAL (the WAN emulation's receivers use it too).
+        { group: ['**/hal/*', '!**/hal/types.js', '!**/hal/clock.js', '!**/hal/block-device.js', '!**/hal/transport.js', '!**/hal/ring.js'], message: 'firmware/ and target/ may import only HAL interfaces, not implementations.' },
       ] }],
       'no-restricted-globals': ['error',
         { name: 'setTimeout', message: 'use the HAL Clock' }, { name: 'setInterval', message: 'use the HAL Clock' },

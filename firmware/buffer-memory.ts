@@ -11,7 +11,7 @@
  * what the collector has not reclaimed yet; the accounting itself never does.
  */
 import assert from 'node:assert';
-import { Ring } from './ring.js';
+import { Ring } from '../hal/ring.js';
 
 /** Smallest area: one 512-byte block. */
 export const MIN_AREA_SHIFT = 9;

@@ -8,7 +8,7 @@
  */
 import type { Clock } from '../../hal/clock.js';
 import type { StreamTransport } from '../../hal/transport.js';
-import { Ring } from '../ring.js';
+import { Ring } from '../../hal/ring.js';
 import { encodeFrame, frameTypeName, type FrameInit } from './frame.js';
 
 /**

@@ -19,7 +19,7 @@ import { ErrorCode, Flag, FrameType, MAX_ERROR_TEXT, type Frame, type FrameInit 
 import { Inbound, type Durability } from './inbound-write.js';
 import type { LinkContext, PeerHandler } from './link-types.js';
 import { PeerError } from './errors.js';
-import { Ring } from '../ring.js';
+import { Ring } from '../../hal/ring.js';
 import type { Timer } from '../../hal/clock.js';
 import { sameId } from './write-sender.js';
 

@@ -11,7 +11,7 @@
  * command identifier (a relay forwarding the source unit's).
  */
 import type { CommandId } from '../processing-sequencer.js';
-import { Ring } from '../ring.js';
+import { Ring } from '../../hal/ring.js';
 import { PeerError, WriteTooLargeError } from './errors.js';
 import { ErrorCode, Flag, FrameType, errorCodeName, type Frame } from './frame.js';
 import type { LinkContext, LinkMode, WriteRequest, WriteResult, WriteTicket } from './link-types.js';

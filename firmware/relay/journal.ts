@@ -34,7 +34,7 @@ import assert from 'node:assert';
 import type { BlockDevice } from '../../hal/block-device.js';
 import type { Clock, Timer } from '../../hal/clock.js';
 import { nullLogger, type Logger } from '../../hal/types.js';
-import { Ring } from '../ring.js';
+import { Ring } from '../../hal/ring.js';
 import {
   KIND_PAD, KIND_WRITE, RECORD_FUA, RECORD_HEADER, RECORD_PAYLOAD_CRC, SUPERBLOCK_BYTES, SUPERBLOCK_SLOT, alignUp, crcMatches, decodeSuperblock,
   encodeRecord, encodeSuperblock, type Superblock,

@@ -14,7 +14,7 @@
  */
 import { nullLogger, type Logger } from '../../hal/types.js';
 import type { Clock } from '../../hal/clock.js';
-import { Ring } from '../ring.js';
+import { Ring } from '../../hal/ring.js';
 import {
   JournalClosedError, JournalFullError, RecordTooLargeError, validateAppend, type AppendRequest, type AppendResult, type JournalEntry,
   type JournalStats, type PendingQuery, type RelayJournal,

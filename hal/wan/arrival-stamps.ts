@@ -21,6 +21,7 @@
  * records: u32 payload length, f64 arrival time, f64 handover time (ms on the shared clock), payload.
  */
 import type { Clock, Timer } from '../clock.js';
+import { Ring } from '../ring.js';
 
 /**
  * The horizon topologies use: longer than a loopback hop's tail on a busy small machine (p99 a few
@@ -94,13 +95,13 @@ export class StampReceiver {
   private payloadLeft = 0;
   private payloadDue = 0;
 
-  private chunks: Buffer[] = [];
-  private due: number[] = [];
-  private head = 0;
+  /** Payload received and not yet delivered, with its local due time, in arrival order. */
+  private held = new Ring<{ chunk: Buffer; due: number }>();
   private timer: Timer | undefined;
   private timerDue = 0;
   private paused = false;
   private failed = false;
+  private isFull = false;
   /** Called once when nothing is held any more (a graceful close waits for it). */
   private onEmpty: (() => void) | undefined;
 
@@ -113,10 +114,8 @@ export class StampReceiver {
     private readonly full: (on: boolean) => void = () => {},
   ) {}
 
-  private isFull = false;
-
   get empty(): boolean {
-    return this.head === this.chunks.length;
+    return this.held.length === 0;
   }
 
   receive(chunk: Buffer): void {
@@ -163,9 +162,7 @@ export class StampReceiver {
   drop(): void {
     this.timer?.cancel();
     this.timer = undefined;
-    this.chunks = [];
-    this.due = [];
-    this.head = 0;
+    this.held = new Ring();
     this.stats.heldBytes = 0;
     this.onEmpty = undefined;
   }
@@ -173,9 +170,7 @@ export class StampReceiver {
   private readPreamble(): void {
     const p = this.partial;
     if (p.readUInt32BE(0) !== MAGIC || p.readUInt8(4) !== VERSION) {
-      this.failed = true;
-      this.fail(new Error(`WAN link: the peer did not start with arrival stamps (version ${VERSION}): `
-        + 'both ends of an emulated link must run kura with the same WAN options'));
+      this.refuse(`the peer did not start with arrival stamps (version ${VERSION}): both ends of an emulated link must run kura with the same WAN options`);
       return;
     }
     this.gotPreamble = true;
@@ -189,8 +184,7 @@ export class StampReceiver {
     const arrival = p.readDoubleBE(4);
     const handover = p.readDoubleBE(12);
     if (length > MAX_RECORD_BYTES || !Number.isFinite(arrival) || !Number.isFinite(handover)) {
-      this.failed = true;
-      this.fail(new Error(`WAN link: a malformed arrival-stamp record (length ${length}, arrival ${arrival})`));
+      this.refuse(`a malformed arrival-stamp record (length ${length}, arrival ${arrival})`);
       return;
     }
     const now = this.clock.now();
@@ -200,8 +194,7 @@ export class StampReceiver {
     // it, and 10 ms, for clock reads and scheduling): a record due later would be held for nothing.
     const ahead = this.payloadDue - now;
     if (ahead > 2 * this.o.horizonMs + 10) {
-      this.failed = true;
-      this.fail(new Error(`WAN link: an arrival-stamp record due ${ahead.toFixed(1)} ms ahead, beyond the ${this.o.horizonMs} ms horizon: both ends of a link must run kura with the same WAN options on one machine's clock`));
+      this.refuse(`an arrival-stamp record due ${ahead.toFixed(1)} ms ahead, beyond the ${this.o.horizonMs} ms horizon: both ends of a link must run kura with the same WAN options on one machine's clock`);
       return;
     }
     this.payloadLeft = length;
@@ -212,14 +205,19 @@ export class StampReceiver {
     }
   }
 
+  /** The peer's bytes cannot be trusted any more: stop, and say why. */
+  private refuse(why: string): void {
+    this.failed = true;
+    this.fail(new Error(`WAN link: ${why}`));
+  }
+
   private readonly fire = (): void => {
     this.timer = undefined;
     this.flush();
   };
 
   private hold(chunk: Buffer, due: number): void {
-    this.chunks.push(chunk);
-    this.due.push(due);
+    this.held.push({ chunk, due });
     this.stats.heldBytes += chunk.length;
     if (this.stats.heldBytes > this.stats.maxHeldBytes) this.stats.maxHeldBytes = this.stats.heldBytes;
     if (!this.isFull && this.stats.heldBytes > MAX_HELD_BYTES) {
@@ -229,8 +227,8 @@ export class StampReceiver {
   }
 
   private readonly flush = (): void => {
-    while (!this.paused && !this.failed && this.head < this.chunks.length) {
-      const due = this.due[this.head]!;
+    for (let next = this.held.peek(); next !== undefined && !this.paused && !this.failed; next = this.held.peek()) {
+      const due = next.due;
       if (due > this.clock.now() + EPSILON_MS) {
         if (this.timer !== undefined && this.timerDue === due) return;
         this.timer?.cancel();
@@ -238,24 +236,14 @@ export class StampReceiver {
         this.timer = this.clock.setTimer(due - this.clock.now(), this.fire);
         return;
       }
-      const c = this.chunks[this.head]!;
-      this.chunks[this.head] = EMPTY;
-      this.head++;
+      this.held.shift();
+      const c = next.chunk;
       this.stats.heldBytes -= c.length;
       if (this.isFull && this.stats.heldBytes <= MAX_HELD_BYTES / 2) {
         this.isFull = false;
         this.full(false);
       }
       this.deliver(c);
-    }
-    if (this.head > 0 && this.head === this.chunks.length) {
-      this.chunks = [];
-      this.due = [];
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.chunks.length) {
-      this.chunks = this.chunks.slice(this.head);
-      this.due = this.due.slice(this.head);
-      this.head = 0;
     }
     this.timer?.cancel();
     this.timer = undefined;
@@ -267,4 +255,3 @@ export class StampReceiver {
   };
 }
 
-const EMPTY = Buffer.alloc(0);

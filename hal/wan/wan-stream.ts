@@ -124,9 +124,9 @@ export class WanStream implements StreamTransport {
       if (this.handler) this.handler.onData(chunk);
       else this.early.push({ kind: 'data', chunk });
     };
-    const receiver = opts.stamps && new StampReceiver(clock, opts.stamps, receive, (err) => this.failReceive(err), (on) => {
+    const receiver = opts.stamps && new StampReceiver(clock, opts.stamps, receive, (err) => this.abort(err), (on) => {
       this.receiverFull = on;
-      this.readPaused();
+      this.applyReadPause();
     });
     this.receiver = receiver;
     this.innerHandler = {
@@ -224,17 +224,17 @@ export class WanStream implements StreamTransport {
   pauseReading(): void {
     this.receiver?.pause();
     this.handlerPaused = true;
-    this.readPaused();
+    this.applyReadPause();
   }
 
   resumeReading(): void {
     this.receiver?.resume();
     this.handlerPaused = false;
-    this.readPaused();
+    this.applyReadPause();
   }
 
   /** The real transport is read unless the handler or a full stamp receiver says otherwise. */
-  private readPaused(): void {
+  private applyReadPause(): void {
     const pause = this.handlerPaused || this.receiverFull;
     if (pause === this.innerPaused) return;
     this.innerPaused = pause;
@@ -477,10 +477,19 @@ export class WanStream implements StreamTransport {
   }
 
   private reset(reason: string): void {
+    this.abort(errno('ECONNRESET', `WAN link${this.linkName ? ` ${this.linkName}` : ''}: ${reason}`));
+  }
+
+  /**
+   * Close now with `err` (a link outage, or a peer whose stamps cannot be trusted): what is held
+   * for later never arrives, as what is in flight on a real link does not; the handler hears `err`
+   * when the real transport reports the close.
+   */
+  private abort(err: Error): void {
     if (this.closed) return;
-    this.receiver?.drop(); // in flight when the link went down: lost, as on a real link
-    this.resetError = errno('ECONNRESET', `WAN link${this.linkName ? ` ${this.linkName}` : ''}: ${reason}`);
-    this.shut(this.resetError);
+    this.receiver?.drop();
+    this.resetError = err;
+    this.shut(err);
     this.inner.destroy();
   }
 
@@ -522,16 +531,6 @@ export class WanStream implements StreamTransport {
       this.receiver?.drop();
       tell();
     }
-  }
-
-  /** The peer's bytes are not stamped as ours must be: nothing of it can be trusted. */
-  private failReceive(err: Error): void {
-    this.resetError ??= err;
-    this.receiver?.drop();
-    if (!this.closed) this.shut(err);
-    this.inner.destroy();
-    if (this.handler) this.report(this.resetError);
-    else this.early.push({ kind: 'close', err: this.resetError });
   }
 
   private report(err: Error | undefined): void {
