@@ -16,11 +16,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../hal/types.js';
+import type { BlockDevice } from '../hal/block-device.js';
 import { systemClock } from '../hal/system-clock.js';
 import { JsonStateStore } from '../hal/state-store.js';
 import { RecordFile } from '../hal/record-file.js';
 import { createZeroedFile, openFileDevice } from '../hal/file-device.js';
-import { batteryBacked } from '../hal/battery-backed-device.js';
+import { openBatteryBackedMemory } from '../hal/battery-backed-device.js';
 import type { Network, StreamListener } from '../hal/transport.js';
 import { PeerLink, type PeerHandler } from '../firmware/peer/peer-link.js';
 import type { ControllerVolume } from '../firmware/controller.js';
@@ -282,16 +283,29 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
 
 async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dataDir: string, log: Logger, links: PeerLinks, base: Base): Promise<RunningTopologyNode> {
   const nvram = me.storage === 'battery-backed-memory';
-  const path = join(dataDir, nvram ? 'nvram.img' : 'journal.img');
-  const fresh = !existsSync(path);
-  // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
-  // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
-  // file's first lap round the ring would change its metadata at every record, and every flush
-  // would wait for a file system journal commit). Battery-backed memory has no flush at all
-  // (hal/battery-backed-device.ts): the same journal format, in memory that outlives the process.
-  if (fresh) await createZeroedFile(path, me.journalSize);
-  const file = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
-  const device = nvram ? batteryBacked(file) : file;
+  let device: BlockDevice;
+  let fresh: boolean;
+  if (nvram) {
+    // No flush at all (hal/battery-backed-device.ts): the same journal format, in RAM that outlives
+    // the process, saved to the data directory at a clean shutdown.
+    const memory = await openBatteryBackedMemory({ dataDir, size: me.journalSize, logger: log });
+    device = memory.device;
+    fresh = memory.origin === 'new' || memory.origin === 'lost';
+    if (memory.origin === 'lost') {
+      log.error({ memory: memory.path }, 'battery-backed memory lost: the machine went down while the relay held it (no memory, and no save from a clean shutdown); the records it had acknowledged and not forwarded are gone; starting empty');
+    } else {
+      log.info({ memory: memory.path, origin: memory.origin }, 'battery-backed memory');
+    }
+  } else {
+    // The group commit's fdatasync is on every relay-durable write's path: inline while fast when
+    // a 'durable' answer waits for it (FlushOptions.urgent), and over written blocks (a sparse
+    // file's first lap round the ring would change its metadata at every record, and every flush
+    // would wait for a file system journal commit).
+    const path = join(dataDir, 'journal.img');
+    fresh = !existsSync(path);
+    if (fresh) await createZeroedFile(path, me.journalSize);
+    device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
+  }
   if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });
   const opened = await DeviceJournal.open({ device, clock: systemClock, logger: log, kind: nvram ? 'battery-backed-memory' : 'device' });
   log.info({ recovery: opened.recovery, storage: me.storage }, 'relay journal opened');

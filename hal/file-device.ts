@@ -339,7 +339,7 @@ export async function createZeroedFile(path: string, size: number): Promise<void
   fsyncDirectory(dirname(path));
 }
 
-function fsyncDirectory(dir: string): void {
+export function fsyncDirectory(dir: string): void {
   const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
     fs.fsyncSync(fd);
