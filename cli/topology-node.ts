@@ -295,6 +295,7 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
       log.error({ memory: memory.path }, 'battery-backed memory lost: the machine went down while the relay held it (no memory, and no save from a clean shutdown); the records it had acknowledged and not forwarded are gone; starting empty');
     } else {
       log.info({ memory: memory.path, origin: memory.origin }, 'battery-backed memory');
+      if (memory.note !== undefined) log.warn({ memory: memory.path }, `battery-backed memory ${memory.note}`);
     }
   } else {
     // The group commit's fdatasync is on every relay-durable write's path: inline while fast when

@@ -3,9 +3,10 @@
  * an NVDIMM-N: DRAM that a battery keeps through a controller reset, saved to flash when the power
  * is switched off and restored when it comes back.
  *
- * - The DRAM is a file on the machine's shared memory (tmpfs, /dev/shm): a write is a copy into
- *   RAM, with no file system block mapping or writeback behind it, and it outlives the relay
- *   process (SIGKILL, crash, restart): `kept`.
+ * - The DRAM is a file on the machine's shared memory (tmpfs, /dev/shm), all of its size taken when
+ *   it is made (as a board's DRAM is: a write never finds it full): a write is a copy into RAM,
+ *   with no file system block mapping or writeback behind it, and it outlives the relay process
+ *   (SIGKILL, crash, restart): `kept`.
  * - A clean shutdown (close()) saves it to `nvram.img` in the data directory (written, fdatasync'd,
  *   renamed into place) and frees the RAM; the next start copies it back and deletes the save:
  *   `restored`. Only one copy is ever live, so a stale save can never come back.
@@ -18,8 +19,9 @@
  * directory), as a board on battery keeps its DRAM: start the relay and stop it cleanly, or delete
  * the file, to free it.
  *
- * Where there is no /dev/shm the memory is `nvram.img` in the data directory itself, written and
- * never flushed: the page cache outlives the process, not the machine.
+ * Where there is no /dev/shm, or too little of it for the memory (a container's default is 64 MiB),
+ * the memory is `nvram.img` in the data directory itself, written and never flushed (`note` says
+ * why): the page cache outlives the process, not the machine.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -36,6 +38,8 @@ export interface BatteryBackedMemory {
   readonly origin: MemoryOrigin;
   /** Where the memory lives while the relay runs. */
   readonly path: string;
+  /** Why it is not where it should be (shared memory missing or too small). */
+  readonly note?: string;
 }
 
 export interface BatteryBackedMemoryOptions {
@@ -58,35 +62,54 @@ export function memoryPathOf(dataDir: string, memoryDir: string): string {
 export async function openBatteryBackedMemory(o: BatteryBackedMemoryOptions): Promise<BatteryBackedMemory> {
   const memoryDir = o.memoryDir === undefined ? defaultMemoryDir() : o.memoryDir;
   const saved = join(o.dataDir, SAVED_NAME);
-  if (memoryDir === null) {
-    const origin: MemoryOrigin = fs.existsSync(saved) ? 'kept' : 'new';
-    const file = await openFileDevice(saved, { size: o.size, create: true, logger: o.logger });
-    return { device: batteryBacked(file, () => Promise.resolve()), origin, path: saved };
-  }
-  const path = memoryPathOf(o.dataDir, memoryDir);
   const marker = join(o.dataDir, MARKER_NAME);
-  let origin: MemoryOrigin;
-  if (fs.existsSync(path)) {
-    origin = 'kept';
+  const path = memoryDir === null ? undefined : memoryPathOf(o.dataDir, memoryDir);
+  if (path !== undefined && fs.existsSync(path)) {
     // The memory is newer than any save (one can only be left by a crash between the two steps of
     // a restore or a save): the save goes.
     fs.rmSync(saved, { force: true });
-  } else if (fs.existsSync(saved)) {
+    return openMemory(o, path, saved, marker, 'kept');
+  }
+  const room = memoryDir === null ? undefined : roomIn(memoryDir, o.size);
+  if (path === undefined || room !== undefined) {
+    return openInDataDirectory(o, saved, marker, room ?? 'this machine has no /dev/shm');
+  }
+  // The whole size is taken now, as a board's DRAM is: a write can never find the memory full.
+  const tmp = `${path}.${process.pid}`;
+  let origin: MemoryOrigin;
+  if (fs.existsSync(saved)) {
     origin = 'restored';
-    const tmp = `${path}.restoring-${process.pid}`;
-    await copySparse(saved, tmp, false);
-    await fs.promises.rename(tmp, path);
-    await fs.promises.unlink(saved);
+    await copy(saved, tmp, { holes: false, sync: false });
   } else {
     origin = fs.existsSync(marker) ? 'lost' : 'new';
-    // Sparse: RAM is taken as the ring is written, not up front.
-    const fd = fs.openSync(path, 'w', 0o600);
-    fs.ftruncateSync(fd, o.size);
-    fs.closeSync(fd);
+    await fill(tmp, o.size);
   }
+  await fs.promises.rename(tmp, path);
+  // One live copy: once the memory holds it, the save goes (a stale save must never come back).
+  await fs.promises.rm(saved, { force: true });
+  return openMemory(o, path, saved, marker, origin);
+}
+
+async function openMemory(o: BatteryBackedMemoryOptions, path: string, saved: string, marker: string, origin: MemoryOrigin): Promise<BatteryBackedMemory> {
   writeDurably(marker, `${path}\n`);
   const file = await openFileDevice(path, { size: o.size, create: true, logger: o.logger, punchHoles: false });
   return { device: batteryBacked(file, () => save(path, saved, marker)), origin, path };
+}
+
+/** No room in shared memory: the memory is the data directory's file, written and never flushed. */
+async function openInDataDirectory(o: BatteryBackedMemoryOptions, saved: string, marker: string, why: string): Promise<BatteryBackedMemory> {
+  const origin: MemoryOrigin = fs.existsSync(saved) ? 'kept' : fs.existsSync(marker) ? 'lost' : 'new';
+  fs.rmSync(marker, { force: true });
+  const file = await openFileDevice(saved, { size: o.size, create: true, logger: o.logger });
+  return { device: batteryBacked(file, () => Promise.resolve()), origin, path: saved, note: `in the data directory: ${why}` };
+}
+
+/** Why `size` bytes do not fit in `dir` (with 64 MiB to spare for others), or undefined. */
+function roomIn(dir: string, size: number): string | undefined {
+  const st = fs.statfsSync(dir);
+  const free = st.bavail * st.bsize;
+  const spare = 64 << 20;
+  return free >= size + spare ? undefined : `${dir} has ${free >> 20} MiB free, the memory needs ${size >> 20} MiB (+${spare >> 20})`;
 }
 
 function defaultMemoryDir(): string | null {
@@ -96,7 +119,7 @@ function defaultMemoryDir(): string | null {
 /** Power-off: the memory goes to the data directory, durably, before its RAM is freed. */
 async function save(path: string, saved: string, marker: string): Promise<void> {
   const tmp = `${saved}.saving-${process.pid}`;
-  await copySparse(path, tmp, true);
+  await copy(path, tmp, { holes: true, sync: true });
   await fs.promises.rename(tmp, saved);
   // The save's name is durable before the RAM goes: a machine crash in between restores it.
   fsyncDirectory(dirname(saved));
@@ -108,11 +131,10 @@ const CHUNK = 1 << 20;
 const ZEROES = Buffer.alloc(CHUNK);
 
 /**
- * Copy `from` to a new file `to`, leaving holes where `from` reads as zeroes: the memory is sparse
- * (a relay that wrote a little of its ring holds little RAM), and its save and restore should cost
- * what was written, not the whole size.
+ * Copy `from` to a new file `to`. With `holes`, chunks that read as zeroes are left as holes: a
+ * save costs what the relay wrote, not the memory's size.
  */
-async function copySparse(from: string, to: string, sync: boolean): Promise<void> {
+async function copy(from: string, to: string, o: { holes: boolean; sync: boolean }): Promise<void> {
   const src = await fs.promises.open(from, 'r');
   const dst = await fs.promises.open(to, 'w', 0o600);
   try {
@@ -121,12 +143,22 @@ async function copySparse(from: string, to: string, sync: boolean): Promise<void
     for (let pos = 0; pos < size; pos += CHUNK) {
       const { bytesRead } = await src.read(buf, 0, Math.min(CHUNK, size - pos), pos);
       const chunk = buf.subarray(0, bytesRead);
-      if (!chunk.equals(ZEROES.subarray(0, bytesRead))) await dst.write(chunk, 0, bytesRead, pos);
+      if (!o.holes || !chunk.equals(ZEROES.subarray(0, bytesRead))) await dst.write(chunk, 0, bytesRead, pos);
     }
     await dst.truncate(size);
-    if (sync) await dst.datasync();
+    if (o.sync) await dst.datasync();
   } finally {
     await src.close();
+    await dst.close();
+  }
+}
+
+/** A new file of `size` zero bytes, every page of it allocated. */
+async function fill(to: string, size: number): Promise<void> {
+  const dst = await fs.promises.open(to, 'w', 0o600);
+  try {
+    for (let pos = 0; pos < size; pos += CHUNK) await dst.write(ZEROES, 0, Math.min(CHUNK, size - pos), pos);
+  } finally {
     await dst.close();
   }
 }
