@@ -55,12 +55,13 @@ program.command('node')
   .option('-t, --topology <file>', 'run node --name of this topology (what kura up starts)')
   .option('--name <node>', 'with --topology: which node')
   .option('--epoch <ms>', 'with --topology: wall-clock ms the links\' outage schedules count from (kura up passes one to every node)', epoch)
-  .action(async (opts: { config?: string; dataDir: string; port: number; logLevel?: string; topology?: string; name?: string; epoch?: number }) => {
-    if (opts.topology !== undefined || opts.name !== undefined || opts.epoch !== undefined) {
+  .option('--resync', 'with --topology: a primary opens a new replication generation and copies its volumes whole (kura up --resync passes it)')
+  .action(async (opts: { config?: string; dataDir: string; port: number; logLevel?: string; topology?: string; name?: string; epoch?: number; resync?: boolean }) => {
+    if (opts.topology !== undefined || opts.name !== undefined || opts.epoch !== undefined || opts.resync === true) {
       if (opts.topology === undefined || opts.name === undefined) fail(new Error('--topology FILE and --name NODE go together'));
       if (opts.config !== undefined) fail(new Error('give --config (a single node) or --topology (a node of a topology), not both'));
       const { runTopologyNode } = await import('./run-node.js');
-      await runTopologyNode({ topology: opts.topology, name: opts.name, epoch: opts.epoch, logLevel: opts.logLevel }).catch(fail);
+      await runTopologyNode({ topology: opts.topology, name: opts.name, epoch: opts.epoch, logLevel: opts.logLevel, resync: opts.resync }).catch(fail);
       return;
     }
     let config: NodeConfig;
@@ -145,9 +146,10 @@ program.command('up').argument(topologyFile, fileHelp)
   .option('--timeout <seconds>', 'how long each node may take to answer on its admin socket', seconds, 60)
   .option('--log-level <level>', 'the nodes\' log level (default info)')
   .option('--node <name...>', 'start only these nodes, the others running (e.g. one restarted after a crash)')
-  .action((file: string | undefined, opts: { detach?: boolean; timeout: number; logLevel?: string; node?: string[] }) => exitWith(async () => {
+  .option('--resync', 'the primaries started open a new replication generation and copy their volumes whole to the secondaries (after a secondary lost writes it had only received)')
+  .action((file: string | undefined, opts: { detach?: boolean; timeout: number; logLevel?: string; node?: string[]; resync?: boolean }) => exitWith(async () => {
     const { up, defaultTopologyFile } = await topo();
-    return up(file ?? defaultTopologyFile, { detach: opts.detach, timeoutMs: opts.timeout * 1000, logLevel: opts.logLevel, nodes: opts.node });
+    return up(file ?? defaultTopologyFile, { detach: opts.detach, timeoutMs: opts.timeout * 1000, logLevel: opts.logLevel, nodes: opts.node, resync: opts.resync });
   }));
 
 program.command('down').argument(topologyFile, fileHelp)

@@ -18,6 +18,8 @@ export interface NodeRunOptions {
   /** Wall-clock ms the topology's outage schedules count from (default: now). */
   epoch?: number;
   logLevel?: string;
+  /** Primaries start a new replication generation and copy their volumes whole (topology-node.ts). */
+  resync?: boolean;
 }
 
 /** `kura node --topology FILE --name NODE`: runs until SIGINT / SIGTERM or POST /stop. */
@@ -100,7 +102,7 @@ export async function runTopologyNode(o: NodeRunOptions, io: Io = processIo): Pr
   });
   try {
     const { startTopologyNode } = await import('./topology-node.js');
-    node = await startTopologyNode({ topology: t, node: me.name, logger, network: wan.network });
+    node = await startTopologyNode({ topology: t, node: me.name, logger, network: wan.network, resync: o.resync });
   } catch (err) {
     await admin.close();
     throw err;

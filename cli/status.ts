@@ -7,6 +7,7 @@ import type { NodeStatus } from './admin.js';
 import { adminClient } from './admin.js';
 import { adminSocketOf, loadChecked, processIo, runningPid, type Io } from './up.js';
 import type { Topology } from './topology.js';
+import type { ReplicationStatus } from '../firmware/replication/types.js';
 
 export interface NodeReport {
   node: string;
@@ -103,6 +104,19 @@ function nodeRows(r: StatusReport): string[][] {
   });
 }
 
+/** A secondary's gap: how long it has lasted, and the way out once it looks permanent. */
+export function waitingNote(v: ReplicationStatus): string {
+  const m = v.missing;
+  if (m === undefined) return `${v.waiting} out of order, waiting`;
+  const secs = Math.floor(m.forMs / 1000);
+  const note = `${v.waiting} out of order, waiting for sequence ${m.sequence} (${secs} s)`;
+  return m.forMs < STUCK_GAP_MS ? note
+    : `${note}: if this secondary restarted after a crash in a 'received' ack mode, that write is lost here and the primary will not send it again: kura down, then kura up --resync (a new generation, the whole volume copied)`;
+}
+
+/** A gap this old is no reordering between paths: something lost the write. */
+const STUCK_GAP_MS = 10_000;
+
 function volumeRows(r: StatusReport): string[][] {
   const rows: string[][] = [];
   const lag = new Map((r.replication ?? []).map((l) => [l.volume, l]));
@@ -111,7 +125,7 @@ function volumeRows(r: StatusReport): string[][] {
       const primary = v.role === 'primary';
       const notes: string[] = [];
       if (!primary) notes.push(v.writable ? 'writable (promoted)' : 'read-only');
-      if (v.waiting) notes.push(`${v.waiting} out of order, waiting`);
+      if (v.waiting) notes.push(waitingNote(v));
       if (v.resync) notes.push(`resync ${v.resync.state} ${v.resync.totalBlocks ? Math.floor((100 * v.resync.doneBlocks) / v.resync.totalBlocks) : 0}%`);
       rows.push([
         v.volume, n.node, v.role, v.ackMode, `${v.generation}:${v.sequence}`,

@@ -44,6 +44,12 @@ export interface TopologyNodeOptions {
   logger: Logger;
   /** What peer connections are made with (cli/topology-network.ts shapes them as WAN links). */
   network: Network;
+  /**
+   * The volumes this node is the primary of start a new replication generation and copy the whole
+   * volume to the secondary, as after a crash (`kura up --node NAME --resync`): the way out of a
+   * secondary's gap, which a copy through the same stream cannot fill.
+   */
+  resync?: boolean;
 }
 
 export interface LinkStatus {
@@ -125,7 +131,7 @@ export async function startTopologyNode(o: TopologyNodeOptions): Promise<Running
     common: () => ({ node: me.name, role: me.role, site: me.site, pid: process.pid, uptimeMs: systemClock.now() - started }),
   };
   try {
-    return me.role === 'relay' ? await startRelay(t, me, dataDir, log, links, base) : await startController(t, me, dataDir, log, links, base);
+    return me.role === 'relay' ? await startRelay(t, me, dataDir, log, links, base) : await startController(t, me, dataDir, log, links, base, o.resync === true);
   } catch (err) {
     await links.close();
     throw err;
@@ -139,7 +145,7 @@ interface Base {
   common(): Pick<NodeStatus, 'node' | 'role' | 'site' | 'pid' | 'uptimeMs'>;
 }
 
-async function startController(t: Topology, me: TopologyNode, dataDir: string, log: Logger, links: PeerLinks, base: Base): Promise<RunningTopologyNode> {
+async function startController(t: Topology, me: TopologyNode, dataDir: string, log: Logger, links: PeerLinks, base: Base, resync: boolean): Promise<RunningTopologyNode> {
   const unitId = unitIdOf(t, me.name);
   const mine = t.volumes.map((v, index) => ({ v, index })).filter(({ v }) => v.primary === me.name || v.secondary === me.name);
   const states = new JsonStateStore(join(dataDir, 'state'));
@@ -152,9 +158,11 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
     if (v.primary === me.name) {
       const saved = (await states.load(`replication-${v.name}`)) as PrimaryState | undefined;
       const crashed = saved !== undefined && !saved.clean;
-      const generation = saved === undefined ? 0 : crashed ? saved.generation + 1 : saved.generation;
-      const sequence = saved === undefined || crashed ? 0 : saved.sequence;
+      const fresh = saved !== undefined && (crashed || resync);
+      const generation = saved === undefined ? 0 : fresh ? saved.generation + 1 : saved.generation;
+      const sequence = saved === undefined || fresh ? 0 : saved.sequence;
       if (crashed) log.warn({ volume: v.name, generation }, 'the last run did not stop cleanly: a new replication generation starts (the secondary drops what it holds of the old one beyond its prefix)');
+      else if (fresh) log.warn({ volume: v.name, generation }, 'resync asked: a new replication generation starts, and the whole volume is copied to the secondary');
       await states.save(`replication-${v.name}`, { generation, sequence, clean: false } satisfies PrimaryState);
       const node = (n: string) => ({ name: n, unitId: unitIdOf(t, n) });
       const m = new Mirroring({
@@ -163,7 +171,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
         relays: v.relays.map(node), secondary: v.secondary === undefined ? undefined : node(v.secondary),
         generation, sequence, random: Math.random,
       });
-      mirrorings.set(v.name, { m, index, copy: crashed && v.secondary !== undefined ? { state: 'needed', doneBlocks: 0, totalBlocks: v.size / v.blockSize } : undefined });
+      mirrorings.set(v.name, { m, index, copy: fresh && v.secondary !== undefined ? { state: 'needed', doneBlocks: 0, totalBlocks: v.size / v.blockSize } : undefined });
       for (const r of v.relays) links.dial(r, (l) => m.setLink(r, l));
       if (v.secondary !== undefined) links.dial(v.secondary, (l) => m.setLink(v.secondary!, l));
     } else {
@@ -202,6 +210,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
   if (secondaries.length > 0) {
     secondary = new SecondaryUnit({
       logger: log,
+      clock: systemClock,
       volumes: secondaries.map((s) => ({ index: s.index, volume: inners.get(s.name)!, state: s.state })),
       persist: (index, state) => watermarks.get(index)!.save(state),
     });

@@ -219,13 +219,14 @@ interface Spawned {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function spawnNode(t: Topology, file: string, n: TopologyNode, epochWallMs: number, logLevel: string | undefined): Spawned {
+function spawnNode(t: Topology, file: string, n: TopologyNode, epochWallMs: number, logLevel: string | undefined, resync: boolean): Spawned {
   const fd = openSync(logFile(t, n.name), 'w');
   const [cmd, ...pre] = kuraCommand();
   // KURA_NODE_OPTIONS: Node flags for every node (--cpu-prof and the like, which NODE_OPTIONS refuses).
   const nodeFlags = (process.env.KURA_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
   const args = [...nodeFlags, ...pre, 'node', '--topology', resolve(file), '--name', n.name, '--epoch', String(epochWallMs)];
   if (logLevel) args.push('--log-level', logLevel);
+  if (resync) args.push('--resync');
   // Its own process group: a Ctrl-C at the terminal reaches `kura up` only, which stops the nodes in order.
   const child = spawn(cmd!, args, { detached: true, stdio: ['ignore', fd, fd] });
   closeSync(fd);
@@ -261,6 +262,8 @@ export interface UpOptions {
   nodes?: string[];
   timeoutMs?: number;
   logLevel?: string;
+  /** The primaries among the nodes started open a new replication generation and copy their volumes whole. */
+  resync?: boolean;
 }
 
 export async function up(file: string, o: UpOptions, io: Io = processIo): Promise<number> {
@@ -281,7 +284,7 @@ export async function up(file: string, o: UpOptions, io: Io = processIo): Promis
   const statuses = new Map<string, NodeStatus>();
   try {
     for (const group of startGroups(t)) {
-      const batch = group.filter((n) => only === undefined || only.has(n.name)).map((n) => spawnNode(t, file, n, epochWallMs, o.logLevel));
+      const batch = group.filter((n) => only === undefined || only.has(n.name)).map((n) => spawnNode(t, file, n, epochWallMs, o.logLevel, o.resync === true));
       spawned.push(...batch);
       const ready = await Promise.allSettled(batch.map((s) => waitReady(t, s, o.timeoutMs ?? 60_000)));
       const failures = ready.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));

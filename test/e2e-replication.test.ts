@@ -17,6 +17,7 @@ import {
   kura, kuraRun, nodeOf, relayTopology, startTopology, waitDrained, waitPeersUp, waitRelaysDrained, type RelayStorage, type RunningTopology, type TopologySpec,
 } from '../bench/lib/kura-topology.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
+import { RecordFile } from '../hal/record-file.js';
 
 const cli = { root: repoRoot };
 const BS = 512;
@@ -143,6 +144,49 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     }
     expect(k, `the prefix (${k} writes) holds every acknowledged write (${acked.length})`).to.be.at.least(acked.length);
     expect(sec.sequence).to.equal(k);
+  });
+
+  it('a secondary that lost writes it had answered waits behind the gap, says so, and kura up --resync repairs it (new generation, whole copy)', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-gap-'), spec('gap'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    let c = await client(t, 'primary');
+    for (let i = 0; i < 40; i++) await c.write(8 * i, BS, block(i));
+    c.close();
+    await waitDrained(t, 'primary', 'vol0', 30000);
+    expect((await secondaryVolume(t)).sequence).to.equal(40);
+    await t.down();
+    // What a secondary crash in a 'received' ack mode leaves: it had answered writes 31-40, its
+    // watermark says 30, and nobody will send them again.
+    const mark = await RecordFile.open(path.join(t.dataDir, 'secondary', 'state', 'applied-vol0.rec'));
+    await mark.save({ ...(mark.load() as object), sequence: 30 });
+    await mark.close();
+    await kura(cli, ['up', t.file, '--detach']);
+    await waitPeersUp(t, 'primary', ['vol0']);
+    c = await client(t, 'primary');
+    for (let i = 40; i < 50; i++) await c.write(8 * i, BS, block(i));
+    c.close();
+    const stuck = await until('the secondary waits behind the gap', async () => {
+      const v = await secondaryVolume(t!);
+      return v.waiting === 10 ? v : undefined;
+    }, 30000);
+    expect(stuck).to.deep.include({ sequence: 30 });
+    expect(stuck.missing?.sequence).to.equal(31);
+    const shown = await kuraRun(cli, ['status', t.file], 30000);
+    expect(shown.stdout).to.contain('10 out of order, waiting for sequence 31');
+
+    await t.down();
+    await kura(cli, ['up', t.file, '--detach', '--resync']);
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const repaired = await until('the resync completes', async () => {
+      const p = (await t!.nodeStatus('primary')).volumes.find((v) => v.volume === 'vol0')!;
+      return p.resync?.state === 'done' ? p : undefined;
+    }, 120000);
+    expect(repaired.generation, 'a new generation').to.equal(1);
+    const sec = await secondaryVolume(t);
+    expect(sec).to.deep.include({ generation: 1, waiting: 0 });
+    await waitDrained(t, 'primary', 'vol0', 30000);
+    const same = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(same.code, same.stdout + same.stderr).to.equal(0);
   });
 
   it('a partitioned secondary keeps host writes flowing (the relay buffers); healed, kura verify finds no difference', async () => {

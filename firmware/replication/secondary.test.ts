@@ -37,7 +37,7 @@ interface SecWorld {
 
 function secondaryWorld(o: {
   seed?: number; latency?: Latency; volatileCache?: boolean; persistMs?: number; blockCount?: number;
-  maxWaitingBytes?: number; onPersist?: (s: AppliedState) => void;
+  maxWaitingBytes?: number; onPersist?: (s: AppliedState) => void; timed?: boolean;
 } = {}): SecWorld {
   const sim = new Simulator({ seed: o.seed ?? 1 });
   const m = medium(sim, { unitId: SECONDARY_UNIT, name: 'secondary', blockCount: o.blockCount ?? 256, latency: o.latency ?? 0.5, volatileCache: o.volatileCache });
@@ -46,6 +46,7 @@ function secondaryWorld(o: {
   const make = (): SecondaryUnit => new SecondaryUnit({
     volumes: [{ index: 0, volume: m.vol, state: states.get(0) }],
     maxWaitingBytes: o.maxWaitingBytes,
+    ...(o.timed ? { clock: sim.clock } : {}),
     persist: async (index, state) => {
       o.onPersist?.(state);
       await sim.sleep(o.persistMs ?? 0.5);
@@ -293,6 +294,31 @@ describe('secondary: durable answers and the watermark', () => {
     expect(await s.deliver(inbound({ seq: 5, lba: 8, data: pattern(5, 4 * BS) }))).to.equal('received');
     await s.sim.runUntilIdle();
     expect(s.unit.status(0).sequence).to.equal(5);
+  });
+
+  it('times a gap from when it opened: status names the missing sequence and how long; it closes when the gap fills', async () => {
+    const s = secondaryWorld({ timed: true });
+    expect(await s.deliver(inbound({ seq: 1, lba: 0, data: pattern(1, BS) }))).to.equal('received');
+    await s.sim.runUntilIdle();
+    expect(s.unit.status(0).missing).to.equal(undefined);
+    // Sequences 2 and 3 were received by a secondary that then crashed: 4 and 5 wait for them.
+    await s.deliver(inbound({ seq: 4, lba: 1, data: pattern(4, BS) }));
+    await s.sim.advance(3000);
+    await s.deliver(inbound({ seq: 5, lba: 2, data: pattern(5, BS) }));
+    await s.sim.advance(9000);
+    expect(s.unit.status(0)).to.deep.include({ sequence: 1, waiting: 2, missing: { sequence: 2, forMs: 12000 } });
+    // 2 arrives: 3 is still missing, and that gap opened only now.
+    const arrived = s.sim.clock.now();
+    await s.deliver(inbound({ seq: 2, lba: 3, data: pattern(2, BS) }));
+    await s.sim.runUntilIdle();
+    await s.sim.advance(500);
+    const gap = s.unit.status(0).missing!;
+    expect(gap.sequence).to.equal(3);
+    expect(gap.forMs).to.be.within(500, s.sim.clock.now() - arrived);
+    await s.deliver(inbound({ seq: 3, lba: 4, data: pattern(3, BS) }));
+    await s.sim.runUntilIdle();
+    expect(s.unit.status(0)).to.include({ sequence: 5, waiting: 0 });
+    expect(s.unit.status(0).missing).to.equal(undefined);
   });
 
   it('refuses a write from another source unit once its stream has one, and writes that do not fit the volume', async () => {

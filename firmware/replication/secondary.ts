@@ -22,6 +22,7 @@ import { nullLogger, type Logger } from '../../hal/types.js';
 import type { Durability, InboundWrite } from '../peer/inbound-write.js';
 import type { PeerHandler } from '../peer/link-types.js';
 import type { ControllerVolume } from '../communication-unit.js';
+import type { Clock } from '../../hal/clock.js';
 import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
 
 /** What the secondary persists per volume (the applied watermark). */
@@ -47,6 +48,8 @@ export interface SecondaryOptions {
   persist(index: number, state: AppliedState): Promise<void>;
   /** Bytes held behind a gap per volume before further writes are refused (default 256 MiB). */
   maxWaitingBytes?: number;
+  /** Times how long the next sequence has been missing (status); none: not timed. */
+  clock?: Clock;
 }
 
 interface Waiting {
@@ -102,6 +105,8 @@ class Stream {
   durable: number;
   readonly waiting = new Map<number, Waiting>();
   waitingBytes = 0;
+  /** Since when writes wait for the next sequence (clock time), while they do. */
+  gapSince: number | undefined;
   /** Medium writes registered and not completed, by issue (generation and sequence). */
   readonly inFlight = new Set<number>();
   readonly durableWaiters: Array<{ seq: number; resolve: (d: Durability) => void; reject: (e: Error) => void }> = [];
@@ -135,10 +140,12 @@ export class SecondaryUnit {
   private readonly log: Logger;
   private readonly streams = new Map<number, Stream>();
   private readonly maxWaitingBytes: number;
+  private readonly clock: Clock | undefined;
 
   constructor(private readonly o: SecondaryOptions) {
     this.log = (o.logger ?? nullLogger).child({ module: 'secondary' });
     this.maxWaitingBytes = o.maxWaitingBytes ?? 256 * 2 ** 20;
+    this.clock = o.clock;
     for (const v of o.volumes) this.streams.set(v.index, new Stream(v));
     this.handler = { onWrite: (w) => this.onWrite(w) };
   }
@@ -161,6 +168,8 @@ export class SecondaryUnit {
       volume: s.v.volume.name, role: 'secondary', ackMode: 'local', generation: s.generation, sequence: s.applied,
       lagWrites: 0, lagBytes: 0, pendingAck: 0, peers: [], waiting: s.waiting.size, writable: s.promoted,
       appliedBytes: s.appliedBytes,
+      ...(s.waiting.size > 0 && s.gapSince !== undefined && this.clock !== undefined
+        ? { missing: { sequence: s.applied + 1, forMs: this.clock.now() - s.gapSince } } : {}),
     };
   }
 
@@ -246,7 +255,7 @@ export class SecondaryUnit {
       return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
     }
     if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
-      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first`);
+      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first (if this secondary restarted after a crash in a 'received' ack mode, the primary will not send it again: restart the primary with kura up --resync)`);
     }
     // Own the bytes: the link's buffer goes back to the sender's window when we answer. Unless no
     // write is missing below this one: then it is applied without waiting for anything the sender
@@ -260,6 +269,7 @@ export class SecondaryUnit {
     }
     s.waiting.set(seq, { seq, lba: w.lba, blocks: w.blocks, data: own, release });
     s.waitingBytes += own.length;
+    this.timeGap(s);
     void this.apply(s);
     return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
   }
@@ -269,6 +279,17 @@ export class SecondaryUnit {
     for (const w of s.waiting.values()) w.release?.();
     s.waiting.clear();
     s.waitingBytes = 0;
+    s.gapSince = undefined;
+  }
+
+  /**
+   * Writes wait and the next sequence is not among them: a gap, timed from when it opened (a
+   * crashed secondary loses what it had only received, which the primary will not send again).
+   */
+  private timeGap(s: Stream): void {
+    const gap = s.waiting.size > 0 && !s.waiting.has(s.applied + 1);
+    if (!gap) s.gapSince = undefined;
+    else s.gapSince ??= this.clock?.now();
   }
 
   /** Every sequence from the next to apply up to `seq` (excluded) is here, waiting. */
@@ -295,6 +316,8 @@ export class SecondaryUnit {
         s.waiting.delete(next.seq);
         s.waitingBytes -= next.data.length;
         s.applied = next.seq;
+        s.gapSince = undefined;
+        this.timeGap(s);
         s.appliedBytes += next.data.length;
         s.inFlight.add(issueOf(gen, next.seq));
         const seq = next.seq;

@@ -75,6 +75,8 @@ export interface ReplicationStatus {
   resends?: number;
   /** Secondary: writes received out of order, waiting for an earlier sequence. */
   waiting?: number;
+  /** Secondary: the sequence those writes wait for, and for how long it has been missing. */
+  missing?: { sequence: number; forMs: number };
   /** Secondary: false until `kura promote`. */
   writable?: boolean;
   /** A resynchronisation of the whole volume is running or needed (after a crash of the primary). */
