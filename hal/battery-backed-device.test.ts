@@ -88,7 +88,11 @@ describe('battery-backed memory (NVDIMM-like: RAM that outlives the process, sav
     const m = await open();
     await m.device.write(0, pattern(3));
     fs.writeFileSync(path.join(dataDir, SAVED_NAME), Buffer.alloc(SIZE, 0xee));
+    fs.writeFileSync(path.join(dataDir, `${SAVED_NAME}.saving-4242`), 'half a save');
+    fs.writeFileSync(`${m.path}.4242`, 'half a restore');
     const again = await open();
+    expect(fs.readdirSync(dataDir).sort(), 'half-made copies removed').to.deep.equal([MARKER_NAME]);
+    expect(fs.readdirSync(memoryDir)).to.deep.equal([path.basename(m.path)]);
     expect(again.origin).to.equal('kept');
     expect(await readAt(again, 0)).to.deep.equal(pattern(3));
     expect(fs.existsSync(path.join(dataDir, SAVED_NAME))).to.equal(false);

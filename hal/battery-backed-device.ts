@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { BlockDevice } from './block-device.js';
 import { fsyncDirectory, openFileDevice } from './file-device.js';
 import type { Logger } from './types.js';
@@ -64,6 +64,8 @@ export async function openBatteryBackedMemory(o: BatteryBackedMemoryOptions): Pr
   const saved = join(o.dataDir, SAVED_NAME);
   const marker = join(o.dataDir, MARKER_NAME);
   const path = memoryDir === null ? undefined : memoryPathOf(o.dataDir, memoryDir);
+  removeLeftovers(o.dataDir, `${SAVED_NAME}.saving-`);
+  if (memoryDir !== null) removeLeftovers(memoryDir, `${basename(path!)}.`);
   if (path !== undefined && fs.existsSync(path)) {
     // The memory is newer than any save (one can only be left by a crash between the two steps of
     // a restore or a save): the save goes.
@@ -110,6 +112,11 @@ function roomIn(dir: string, size: number): string | undefined {
   const free = st.bavail * st.bsize;
   const spare = 64 << 20;
   return free >= size + spare ? undefined : `${dir} has ${free >> 20} MiB free, the memory needs ${size >> 20} MiB (+${spare >> 20})`;
+}
+
+/** Half-made copies a crash left in the middle of a save or a restore (named `<prefix><pid>`). */
+function removeLeftovers(dir: string, prefix: string): void {
+  for (const name of fs.readdirSync(dir)) if (name.startsWith(prefix)) fs.rmSync(join(dir, name), { force: true });
 }
 
 function defaultMemoryDir(): string | null {
