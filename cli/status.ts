@@ -8,6 +8,7 @@ import { adminClient } from './admin.js';
 import { adminSocketOf, loadChecked, processIo, runningPid, type Io } from './up.js';
 import type { Topology } from './topology.js';
 import type { ReplicationStatus } from '../firmware/replication/types.js';
+import { STUCK_GAP_MS } from '../firmware/replication/secondary.js';
 
 export interface NodeReport {
   node: string;
@@ -113,9 +114,6 @@ export function waitingNote(v: ReplicationStatus): string {
   return m.forMs < STUCK_GAP_MS ? note
     : `${note}: if this secondary restarted after a crash in a 'received' ack mode, that write is lost here and the primary will not send it again: kura down, then kura up --resync (a new generation, the whole volume copied)`;
 }
-
-/** A gap this old is no reordering between paths: something lost the write. */
-const STUCK_GAP_MS = 10_000;
 
 function volumeRows(r: StatusReport): string[][] {
   const rows: string[][] = [];

@@ -7,6 +7,7 @@ import type { Durability, InboundWrite } from '../peer/inbound-write.js';
 import { guardedVolume } from './replicated-volume.js';
 import { BS, SECONDARY_UNIT, PRIMARY_UNIT, inbound, medium, outcome, pattern, writeBlocks, type Medium } from './rig.test.js';
 import { SecondaryUnit, type AppliedState } from './secondary.js';
+import { nullLogger, type Logger } from '../../hal/types.js';
 
 interface W {
   seq: number;
@@ -37,7 +38,7 @@ interface SecWorld {
 
 function secondaryWorld(o: {
   seed?: number; latency?: Latency; volatileCache?: boolean; persistMs?: number; blockCount?: number;
-  maxWaitingBytes?: number; onPersist?: (s: AppliedState) => void; timed?: boolean;
+  maxWaitingBytes?: number; onPersist?: (s: AppliedState) => void; timed?: boolean; logger?: Logger;
 } = {}): SecWorld {
   const sim = new Simulator({ seed: o.seed ?? 1 });
   const m = medium(sim, { unitId: SECONDARY_UNIT, name: 'secondary', blockCount: o.blockCount ?? 256, latency: o.latency ?? 0.5, volatileCache: o.volatileCache });
@@ -47,6 +48,7 @@ function secondaryWorld(o: {
     volumes: [{ index: 0, volume: m.vol, state: states.get(0) }],
     maxWaitingBytes: o.maxWaitingBytes,
     ...(o.timed ? { clock: sim.clock } : {}),
+    ...(o.logger ? { logger: o.logger } : {}),
     persist: async (index, state) => {
       o.onPersist?.(state);
       await sim.sleep(o.persistMs ?? 0.5);
@@ -296,8 +298,11 @@ describe('secondary: durable answers and the watermark', () => {
     expect(s.unit.status(0).sequence).to.equal(5);
   });
 
-  it('times a gap from when it opened: status names the missing sequence and how long; it closes when the gap fills', async () => {
-    const s = secondaryWorld({ timed: true });
+  it('times a gap from when it opened: status names the missing sequence and how long, the log warns once at 10 s; it closes when the gap fills', async () => {
+    const warnings: Array<{ obj: object; msg?: string }> = [];
+    // The gap's warnings (the first write also starts generation 1, which warns on its own).
+    const logger: Logger = { ...nullLogger, warn: (obj, msg) => { if ('missing' in obj) warnings.push({ obj, msg }); }, child: () => logger };
+    const s = secondaryWorld({ timed: true, logger });
     expect(await s.deliver(inbound({ seq: 1, lba: 0, data: pattern(1, BS) }))).to.equal('received');
     await s.sim.runUntilIdle();
     expect(s.unit.status(0).missing).to.equal(undefined);
@@ -307,6 +312,12 @@ describe('secondary: durable answers and the watermark', () => {
     await s.deliver(inbound({ seq: 5, lba: 2, data: pattern(5, BS) }));
     await s.sim.advance(9000);
     expect(s.unit.status(0)).to.deep.include({ sequence: 1, waiting: 2, missing: { sequence: 2, forMs: 12000 } });
+    expect(warnings, 'no write came after 10 s yet: nothing logged').to.deep.equal([]);
+    await s.deliver(inbound({ seq: 6, lba: 5, data: pattern(6, BS) }));
+    await s.deliver(inbound({ seq: 7, lba: 6, data: pattern(7, BS) }));
+    expect(warnings).to.have.length(1);
+    expect(warnings[0]!.obj).to.deep.include({ missing: 2, waiting: 3, forMs: 12000 });
+    expect(warnings[0]!.msg).to.contain('kura up --resync');
     // 2 arrives: 3 is still missing, and that gap opened only now.
     const arrived = s.sim.clock.now();
     await s.deliver(inbound({ seq: 2, lba: 3, data: pattern(2, BS) }));
@@ -317,7 +328,7 @@ describe('secondary: durable answers and the watermark', () => {
     expect(gap.forMs).to.be.within(500, s.sim.clock.now() - arrived);
     await s.deliver(inbound({ seq: 3, lba: 4, data: pattern(3, BS) }));
     await s.sim.runUntilIdle();
-    expect(s.unit.status(0)).to.include({ sequence: 5, waiting: 0 });
+    expect(s.unit.status(0)).to.include({ sequence: 7, waiting: 0 });
     expect(s.unit.status(0).missing).to.equal(undefined);
   });
 

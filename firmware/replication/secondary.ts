@@ -26,6 +26,9 @@ import type { Clock } from '../../hal/clock.js';
 import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
 
 /** What the secondary persists per volume (the applied watermark). */
+/** A gap this old is no reordering between paths: something lost the write (status and log say so). */
+export const STUCK_GAP_MS = 10_000;
+
 export interface AppliedState {
   sourceUnit: number;
   generation: number;
@@ -107,6 +110,8 @@ class Stream {
   waitingBytes = 0;
   /** Since when writes wait for the next sequence (clock time), while they do. */
   gapSince: number | undefined;
+  /** This gap was logged as stuck. */
+  gapLogged = false;
   /** Medium writes registered and not completed, by issue (generation and sequence). */
   readonly inFlight = new Set<number>();
   readonly durableWaiters: Array<{ seq: number; resolve: (d: Durability) => void; reject: (e: Error) => void }> = [];
@@ -280,6 +285,7 @@ export class SecondaryUnit {
     s.waiting.clear();
     s.waitingBytes = 0;
     s.gapSince = undefined;
+    s.gapLogged = false;
   }
 
   /**
@@ -288,8 +294,17 @@ export class SecondaryUnit {
    */
   private timeGap(s: Stream): void {
     const gap = s.waiting.size > 0 && !s.waiting.has(s.applied + 1);
-    if (!gap) s.gapSince = undefined;
-    else s.gapSince ??= this.clock?.now();
+    if (!gap) {
+      s.gapSince = undefined;
+      s.gapLogged = false;
+      return;
+    }
+    const now = this.clock?.now();
+    s.gapSince ??= now;
+    if (now === undefined || s.gapSince === undefined || s.gapLogged || now - s.gapSince < STUCK_GAP_MS) return;
+    s.gapLogged = true;
+    this.log.warn({ volume: s.v.volume.name, missing: s.applied + 1, waiting: s.waiting.size, forMs: now - s.gapSince },
+      'writes wait behind a sequence that has not come for 10 s: if this secondary restarted after a crash in a \'received\' ack mode, it lost that write and the primary will not send it again; kura down, then kura up --resync');
   }
 
   /** Every sequence from the next to apply up to `seq` (excluded) is here, waiting. */
@@ -317,6 +332,7 @@ export class SecondaryUnit {
         s.waitingBytes -= next.data.length;
         s.applied = next.seq;
         s.gapSince = undefined;
+        s.gapLogged = false;
         this.timeGap(s);
         s.appliedBytes += next.data.length;
         s.inFlight.add(issueOf(gen, next.seq));
