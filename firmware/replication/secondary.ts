@@ -25,10 +25,10 @@ import type { ControllerVolume } from '../communication-unit.js';
 import type { Clock } from '../../hal/clock.js';
 import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
 
-/** What the secondary persists per volume (the applied watermark). */
 /** A gap this old is no reordering between paths: something lost the write (status and log say so). */
 export const STUCK_GAP_MS = 10_000;
 
+/** What the secondary persists per volume (the applied watermark). */
 export interface AppliedState {
   sourceUnit: number;
   generation: number;
@@ -260,7 +260,7 @@ export class SecondaryUnit {
       return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
     }
     if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
-      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first (if this secondary restarted after a crash in a 'received' ack mode, the primary will not send it again: restart the primary with kura up --resync)`);
+      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first (if this secondary restarted after a crash in a 'received' ack mode, the primary will not send it again: kura down, then kura up --resync)`);
     }
     // Own the bytes: the link's buffer goes back to the sender's window when we answer. Unless no
     // write is missing below this one: then it is applied without waiting for anything the sender
