@@ -46,7 +46,7 @@ export interface TopologyNodeOptions {
   network: Network;
   /**
    * The volumes this node is the primary of start a new replication generation and copy the whole
-   * volume to the secondary, as after a crash (`kura up --node NAME --resync`): the way out of a
+   * volume to the secondary, as after a crash (`kura up --resync`): the way out of a
    * secondary's gap, which a copy through the same stream cannot fill.
    */
   resync?: boolean;
