@@ -108,10 +108,8 @@ class Stream {
   durable: number;
   readonly waiting = new Map<number, Waiting>();
   waitingBytes = 0;
-  /** Since when writes wait for the next sequence (clock time), while they do. */
-  gapSince: number | undefined;
-  /** This gap was logged as stuck. */
-  gapLogged = false;
+  /** Writes wait and the next sequence is not among them: which one, since when (clock time), logged as stuck. */
+  gap: { sequence: number; since: number; logged: boolean } | undefined;
   /** Medium writes registered and not completed, by issue (generation and sequence). */
   readonly inFlight = new Set<number>();
   readonly durableWaiters: Array<{ seq: number; resolve: (d: Durability) => void; reject: (e: Error) => void }> = [];
@@ -173,8 +171,7 @@ export class SecondaryUnit {
       volume: s.v.volume.name, role: 'secondary', ackMode: 'local', generation: s.generation, sequence: s.applied,
       lagWrites: 0, lagBytes: 0, pendingAck: 0, peers: [], waiting: s.waiting.size, writable: s.promoted,
       appliedBytes: s.appliedBytes,
-      ...(s.waiting.size > 0 && s.gapSince !== undefined && this.clock !== undefined
-        ? { missing: { sequence: s.applied + 1, forMs: this.clock.now() - s.gapSince } } : {}),
+      ...(s.gap !== undefined ? { missing: { sequence: s.gap.sequence, forMs: this.clock!.now() - s.gap.since } } : {}),
     };
   }
 
@@ -284,8 +281,7 @@ export class SecondaryUnit {
     for (const w of s.waiting.values()) w.release?.();
     s.waiting.clear();
     s.waitingBytes = 0;
-    s.gapSince = undefined;
-    s.gapLogged = false;
+    s.gap = undefined;
   }
 
   /**
@@ -293,17 +289,17 @@ export class SecondaryUnit {
    * crashed secondary loses what it had only received, which the primary will not send again).
    */
   private timeGap(s: Stream): void {
-    const gap = s.waiting.size > 0 && !s.waiting.has(s.applied + 1);
-    if (!gap) {
-      s.gapSince = undefined;
-      s.gapLogged = false;
+    const missing = s.applied + 1;
+    if (this.clock === undefined || s.waiting.size === 0 || s.waiting.has(missing)) {
+      s.gap = undefined;
       return;
     }
-    const now = this.clock?.now();
-    s.gapSince ??= now;
-    if (now === undefined || s.gapSince === undefined || s.gapLogged || now - s.gapSince < STUCK_GAP_MS) return;
-    s.gapLogged = true;
-    this.log.warn({ volume: s.v.volume.name, missing: s.applied + 1, waiting: s.waiting.size, forMs: now - s.gapSince },
+    const now = this.clock.now();
+    if (s.gap?.sequence !== missing) s.gap = { sequence: missing, since: now, logged: false };
+    const gap = s.gap;
+    if (gap.logged || now - gap.since < STUCK_GAP_MS) return;
+    gap.logged = true;
+    this.log.warn({ volume: s.v.volume.name, missing, waiting: s.waiting.size, forMs: now - gap.since },
       'writes wait behind a sequence that has not come for 10 s: if this secondary restarted after a crash in a \'received\' ack mode, it lost that write and the primary will not send it again; kura down, then kura up --resync');
   }
 
@@ -331,8 +327,6 @@ export class SecondaryUnit {
         s.waiting.delete(next.seq);
         s.waitingBytes -= next.data.length;
         s.applied = next.seq;
-        s.gapSince = undefined;
-        s.gapLogged = false;
         this.timeGap(s);
         s.appliedBytes += next.data.length;
         s.inFlight.add(issueOf(gen, next.seq));
