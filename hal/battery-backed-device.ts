@@ -11,7 +11,7 @@
  *   renamed into place) and frees the RAM; the next start copies it back and deletes the save:
  *   `restored`. Only one copy is ever live, so a stale save can never come back.
  * - A machine that went down while the relay held the memory (no memory file, no save, but the
- *   marker `nvram.in-memory` the open left in the data directory) has lost it, as a flat battery
+ *   marker `nvram.in-memory.json` the open left in the data directory) has lost it, as a flat battery
  *   would: `lost`, a new empty memory, reported loudly by the caller. Records the relay had
  *   acknowledged are gone; that is what the ack-mode table says of this storage.
  *
@@ -28,6 +28,7 @@ import fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { BlockDevice } from './block-device.js';
 import { fsyncDirectory, openFileDevice } from './file-device.js';
+import { JsonStateStore } from './state-store.js';
 import type { Logger } from './types.js';
 
 export type MemoryOrigin = 'new' | 'kept' | 'restored' | 'lost';
@@ -51,7 +52,9 @@ export interface BatteryBackedMemoryOptions {
 }
 
 export const SAVED_NAME = 'nvram.img';
-export const MARKER_NAME = 'nvram.in-memory';
+/** The marker's state document (hal/state-store.ts): the memory this data directory's relay holds. */
+const MARKER_DOC = 'nvram.in-memory';
+export const MARKER_NAME = `${MARKER_DOC}.json`;
 
 /** The memory file of a data directory: one per directory, named by its real path. */
 export function memoryPathOf(dataDir: string, memoryDir: string): string {
@@ -93,7 +96,7 @@ export async function openBatteryBackedMemory(o: BatteryBackedMemoryOptions): Pr
 }
 
 async function openMemory(o: BatteryBackedMemoryOptions, path: string, saved: string, marker: string, origin: MemoryOrigin): Promise<BatteryBackedMemory> {
-  writeDurably(marker, `${path}\n`);
+  await new JsonStateStore(o.dataDir).save(MARKER_DOC, { memory: path });
   const file = await openFileDevice(path, { size: o.size, create: true, logger: o.logger, punchHoles: false });
   return { device: batteryBacked(file, () => save(path, saved, marker)), origin, path };
 }
@@ -168,17 +171,6 @@ async function fill(to: string, size: number): Promise<void> {
   } finally {
     await dst.close();
   }
-}
-
-function writeDurably(file: string, text: string): void {
-  const fd = fs.openSync(file, 'w', 0o644);
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fsyncDirectory(dirname(file));
 }
 
 /** `device` with its writes counted as stored and flush() a no-op; close() then `onClose`. */
