@@ -29,6 +29,7 @@ import {
 } from './lib/replication-report.js';
 import { machineFloorLine, measureMachineFloor } from './lib/machine-floor.js';
 import { repoRoot } from './lib/repo-root.js';
+import { RELAY_STORAGES } from '../cli/topology.js';
 
 interface Options extends BenchOptions {
   seconds: number;
@@ -69,8 +70,9 @@ function parseArgs(argv: string[]): Options {
     .option('--bandwidth-bps <n>', 'bandwidth of every link', positive, 1e9)
     .option('--isolate', 'a topology per (profile, mode) instead of one per profile', false)
     .option('--relay-storage <kind>', 'the relay\'s non-volatile storage: journal (a file, fdatasync per group commit) or battery-backed-memory', (v: string) => {
-      if (v !== 'journal' && v !== 'battery-backed-memory') throw new InvalidArgumentError(`unknown relay storage ${v} (journal, battery-backed-memory)`);
-      return v;
+      const known: readonly string[] = RELAY_STORAGES;
+      if (!known.includes(v)) throw new InvalidArgumentError(`unknown relay storage ${v} (${RELAY_STORAGES.join(', ')})`);
+      return v as RelayStorage;
     }, 'journal')
     .option('--out <file>', 'JSON results (default bench/results/ack-latency-<date>.json; .md and .svg beside it)')
     .option('--keep', 'keep the temporary directories (topology files, node logs, volumes)', false)

@@ -57,6 +57,9 @@ export const wanProfileSchema = z.union([
 ]);
 export type WanProfileConfig = z.infer<typeof wanProfileSchema>;
 
+/** 000-NV: where a relay keeps what it acknowledged: a journal on disk, or battery-backed memory. */
+export const RELAY_STORAGES = ['journal', 'battery-backed-memory'] as const;
+
 const nodeSchema = z.discriminatedUnion('role', [
   z.object({
     role: z.literal('controller'),
@@ -74,8 +77,7 @@ const nodeSchema = z.discriminatedUnion('role', [
     site: z.string(),
     peer: endpoint,
     dataDir: z.string().optional(),
-    /** 000-NV: where the relay keeps what it acknowledged: a journal on disk, or battery-backed memory. */
-    storage: z.enum(['journal', 'battery-backed-memory']).default('journal'),
+    storage: z.enum(RELAY_STORAGES).default('journal'),
     journalSize: sizeSchema.default(256 * 2 ** 20),
   }).strict(),
 ]);

@@ -10,17 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { relayTopology, topologyYaml } from '../bench/lib/kura-topology.js';
 import { repoRoot, tempDir } from './support/kura-process.js';
+import { alive } from '../cli/up.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('npm start, stopped with Ctrl-C (SIGINT to the process group)', function () {
   this.timeout(120000);
