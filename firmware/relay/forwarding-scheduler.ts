@@ -22,7 +22,7 @@ export interface ForwardingSchedulerOptions {
   /** Send one record to the secondary; resolves on its completion of reception. */
   forward: (e: JournalEntry) => Promise<void>;
   /** Records forwarded elsewhere for now (cut-through): not started, not shown to the policy. */
-  skip?: (e: Pick<JournalEntry, 'seq' | 'id'>) => boolean;
+  skip?: (e: Pick<JournalEntry, 'seq' | 'id' | 'volume'>) => boolean;
   maxInFlight?: number;
   retryMs?: number;
   logger?: Logger;

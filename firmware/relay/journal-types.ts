@@ -72,7 +72,7 @@ export interface PendingQuery {
   /** At most this many (default: all). */
   limit?: number;
   /** Leave out the records this says (before counting them against the limit). */
-  skip?: (e: Pick<JournalEntry, 'seq' | 'id'>) => boolean;
+  skip?: (e: Pick<JournalEntry, 'seq' | 'id' | 'volume'>) => boolean;
 }
 
 export interface RelayJournal {

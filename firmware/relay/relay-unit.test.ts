@@ -233,6 +233,24 @@ describe('relay unit: store-and-forward (000-E1, NV)', () => {
     expect(r.journal.pending()).to.deep.equal([]);
   });
 
+  it('two volumes of one source reuse issue numbers: both writes are recorded and forwarded, neither is a duplicate', async () => {
+    // A primary numbers each volume's writes on its own, so volume 1's issue 5 and volume 2's issue
+    // 5 are different writes; one held here while the other arrives must not stand for it.
+    const r = await rig();
+    r.sec.hold();
+    const id = { sourceUnit: PRIMARY, issue: 5 };
+    const a = await r.sim.run(r.write(1, 4096, 'durable', { id, volume: 1 }));
+    const b = await r.sim.run(r.write(2, 4096, 'durable', { id, volume: 2 }));
+    expect([a.durability, b.durability]).to.deep.equal(['durable', 'durable']);
+    expect(r.journal.pending().map((e) => [e.volume, key(e.id)])).to.deep.equal([[1, '11/5'], [2, '11/5']]);
+    expect(r.unit.stats()).to.include({ received: 2, duplicates: 0, recorded: 2 });
+    r.sec.letGo();
+    await r.sim.advance(100);
+    expect(r.sec.portions.map((p) => [p.volume, p.id, p.lba])).to.deep.equal([[1, '11/5', 64], [2, '11/5', 128]]);
+    expect(r.journal.pending()).to.deep.equal([]);
+    expect(r.unit.stats()).to.include({ forwarded: 2 });
+  });
+
   it('keeps accepting while the secondary is down; drains after a retry delay, or at once when poked', async () => {
     const r = await rig({ secondaryUp: false, unit: { retryMs: 500 } });
     const first = await r.sim.run(Promise.all(Array.from({ length: 10 }, (_, i) => r.write(i + 1, 4096, 'durable'))));

@@ -134,7 +134,13 @@ interface Job {
   pokeOnAppend: boolean;
 }
 
-const idKey = (id: CommandId): string => `${id.sourceUnit}/${id.issue}`;
+/**
+ * A write's identity at the relay: its issuing ID within its volume. A source numbers each volume's
+ * writes on its own (types.ts: issue = generation, sequence), so two volumes of one primary reuse
+ * the same issues: keyed by the ID alone, a write of one volume was taken for a copy of another's
+ * still held here, answered as recorded, and never forwarded.
+ */
+const idKey = (w: { id: CommandId; volume: number }): string => `${w.volume}/${w.id.sourceUnit}/${w.id.issue}`;
 const isWhole = (w: InboundWrite): boolean => w.portionOffset === 0 && w.totalLength === w.length;
 const U32_MAX = 0xffffffff;
 
@@ -176,7 +182,7 @@ export class RelayUnit {
       maxInFlight: o.maxInFlight ?? 64,
       retryMs: o.retryMs ?? 1000,
     });
-    for (const e of o.journal.pending()) this.recorded.set(idKey(e.id), e.seq);
+    for (const e of o.journal.pending()) this.recorded.set(idKey(e), e.seq);
     this.handler = {
       onCommand: (w) => this.onCommand(w),
       onWrite: (w) => this.onWrite(w),
@@ -225,7 +231,7 @@ export class RelayUnit {
 
   private onCommand(w: InboundWrite): void {
     if (this.o.mode !== 'cut-through' || this.closed || !isWhole(w)) return;
-    const key = idKey(w.id);
+    const key = idKey(w);
     if (this.jobs.has(key) || this.recorded.has(key)) return;
     const link = this.linkTo(w.forwardTo);
     // Down, older records still waiting (it must not overtake them), or no room to hold the
@@ -258,7 +264,7 @@ export class RelayUnit {
   }
 
   private async onWrite(w: InboundWrite): Promise<Durability> {
-    const key = idKey(w.id);
+    const key = idKey(w);
     let job = this.jobs.get(key);
     this.counters.received++;
     this.counters.receivedBytes += w.length;
@@ -308,7 +314,7 @@ export class RelayUnit {
     this.counters.duplicates++;
     if (w.ack === 'received') return 'received';
     // 'durable' is true once the first copy's record is.
-    if (first.append === undefined) throw this.refuse(w, new Error(`relay: write ${idKey(w.id)} is already in progress and not yet recorded`));
+    if (first.append === undefined) throw this.refuse(w, new Error(`relay: write ${idKey(w)} is already in progress and not yet recorded`));
     try {
       await first.append;
     } catch (err) {
@@ -343,7 +349,7 @@ export class RelayUnit {
 
   private newJob(w: InboundWrite): Job {
     const job: Job = {
-      key: idKey(w.id), w, data: w.data, letGo: w.retain(), appendSettled: false, sending: 0, confirmed: false,
+      key: idKey(w), w, data: w.data, letGo: w.retain(), appendSettled: false, sending: 0, confirmed: false,
       claimed: false, cut: 'none', abandoned: false, inStep: 'none', pokeOnAppend: false,
     };
     this.jobs.set(job.key, job);
@@ -410,7 +416,7 @@ export class RelayUnit {
       this.counters.forwardFailures++;
       throw new DestinationDownError(dest);
     }
-    const key = idKey(e.id);
+    const key = idKey(e);
     const cand = this.jobs.get(key);
     const job = cand !== undefined && (cand.seq === undefined || cand.seq === e.seq) && cand.data.length === e.length && this.claim(cand) ? cand : undefined;
     if (job !== undefined) job.sending++;
@@ -432,8 +438,8 @@ export class RelayUnit {
   }
 
   /** A record the cut-through sends (or sent): the scheduler keeps its hands off. */
-  private cutThroughOwns(e: Pick<JournalEntry, 'id'>): boolean {
-    const job = this.jobs.get(idKey(e.id));
+  private cutThroughOwns(e: Pick<JournalEntry, 'id' | 'volume'>): boolean {
+    const job = this.jobs.get(idKey(e));
     return job !== undefined && (job.cut === 'running' || job.cut === 'done');
   }
 
