@@ -7,6 +7,7 @@
  *   every write acknowledged in relay-durable mode;
  * - a partitioned secondary keeps host writes flowing (the relay buffers); after healing,
  *   `kura verify` finds no difference;
+ * - two volumes through one relay: both volumes' writes held and forwarded (their issue numbers overlap);
  * - the secondary is read-only over iSCSI until `kura promote`; `kura copy` backs a volume up.
  */
 import { expect } from 'chai';
@@ -38,9 +39,9 @@ function block(i: number): Buffer {
   return b;
 }
 
-async function client(t: RunningTopology, node: string): Promise<IscsiClient> {
+async function client(t: RunningTopology, node: string, targetName = TARGET): Promise<IscsiClient> {
   const p = t.iscsi.get(node)!;
-  const c = await IscsiClient.connect({ host: p.host, port: p.port, targetName: TARGET });
+  const c = await IscsiClient.connect({ host: p.host, port: p.port, targetName });
   await c.testUnitReady();
   return c;
 }
@@ -211,6 +212,34 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     c.close();
     const same = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(same.code, same.stdout + same.stderr).to.equal(0);
+  });
+
+  it('two volumes through one relay reuse issue numbers: the relay holds and forwards both volumes\' writes; healed, each verifies identical', async () => {
+    // Each volume numbers its writes from 1: while the relay still holds vol0's writes, vol1's
+    // with the same numbers arrive. They are other writes, not copies of vol0's.
+    const s = relayTopology({ name: 'two-volumes', relayKm: 100, secondaryKm: 500 }, ['relay-durable', 'relay-received'], { bandwidthBps: 1e9, volumeSize: '32MiB' });
+    s.volumes[0]!.name = 'vol0';
+    s.volumes[1]!.name = 'vol1';
+    s.volumes[1]!.ackMode = 'relay-durable';
+    t = await startTopology(cli, tempDir('kura-repl-two-'), s);
+    await waitPeersUp(t, 'primary', ['vol0', 'vol1']);
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
+    await kura(cli, ['link', 'down', 'primary', 'secondary', t.file]);
+    const n = 50;
+    for (const [k, target] of [TARGET, 'iqn.2026-11.dev.kura:vol1'].entries()) {
+      const c = await client(t, 'primary', target);
+      await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(k * 1000 + i))));
+      c.close();
+    }
+    expect(await relayBacklog(t), 'the relay holds every acknowledged write of both volumes').to.equal(2 * n);
+    await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
+    await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
+    for (const vol of ['vol0', 'vol1']) {
+      await waitDrained(t, 'primary', vol, 60000);
+      const v = await kuraRun(cli, ['verify', vol, t.file], 60000);
+      expect(v.code, v.stdout + v.stderr).to.equal(0);
+    }
+    expect(await relayBacklog(t), 'the relay drains').to.equal(0);
   });
 
   it('the secondary is read-only over iSCSI (write protected) until kura promote; kura copy backs a volume up to it', async () => {
