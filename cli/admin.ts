@@ -213,7 +213,8 @@ export async function startAdminServer(o: { dataDir: string; handlers: AdminHand
       (r) => answer(r.status, r.body, r.after),
       (err: unknown) => {
         const status = err instanceof AdminRequestError ? err.status : 500;
-        if (status >= 500) o.logger?.error({ err, url: req.url }, 'admin request failed');
+        // 503 is "still starting", which `kura up` and `kura status` poll for: not a failure.
+        if (status >= 500 && status !== 503) o.logger?.error({ err, url: req.url }, 'admin request failed');
         answer(status, { error: err instanceof Error ? err.message : String(err) });
       },
     );

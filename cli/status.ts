@@ -47,7 +47,7 @@ export function replicationLag(t: Topology, r: StatusReport): VolumeLag[] {
   return t.volumes.filter((v) => v.secondary !== undefined).map((v) => {
     const p = status.get(v.primary)?.volumes.find((x) => x.volume === v.name && x.role === 'primary');
     const s = status.get(v.secondary!)?.volumes.find((x) => x.volume === v.name);
-    const relayBytes = v.relays.reduce((n, name) => n + (status.get(name)?.relay?.backlogBytes ?? 0), 0);
+    const relayBytes = v.relays.reduce((n, name) => n + (status.get(name)?.relay?.backlogByVolume?.[v.name]?.bytes ?? 0), 0);
     const lagWrites = p && s && p.generation === s.generation ? Math.max(0, p.sequence - s.sequence) : null;
     return { volume: v.name, lagWrites, lagBytes: (p?.lagBytes ?? 0) + relayBytes };
   });

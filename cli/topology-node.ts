@@ -67,7 +67,14 @@ export interface NodeStatus {
   uptimeMs: number;
   iscsi?: string[];
   volumes: ReplicationStatus[];
-  relay?: { backlogRecords: number; backlogBytes: number; journal: JournalStats; forwarded: number };
+  relay?: {
+    backlogRecords: number;
+    backlogBytes: number;
+    /** The backlog by volume name (several volumes may share a relay). */
+    backlogByVolume: Record<string, { records: number; bytes: number }>;
+    journal: JournalStats;
+    forwarded: number;
+  };
   links: LinkStatus[];
 }
 
@@ -351,7 +358,13 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
     role: 'relay',
     status: () => {
       const s = relay.stats();
-      return { ...base.common(), volumes: [], relay: { backlogRecords: s.backlogRecords, backlogBytes: s.backlogBytes, journal: s.journal, forwarded: s.forwarded }, links: base.links() };
+      const byVolume: Record<string, { records: number; bytes: number }> = {};
+      for (const [index, b] of relay.backlogByVolume()) byVolume[t.volumes[index]?.name ?? `#${index}`] = b;
+      return {
+        ...base.common(), volumes: [],
+        relay: { backlogRecords: s.backlogRecords, backlogBytes: s.backlogBytes, backlogByVolume: byVolume, journal: s.journal, forwarded: s.forwarded },
+        links: base.links(),
+      };
     },
     promote: () => Promise.reject(new Error(`"${me.name}" is a relay: promote the volume's secondary`)),
     copy: () => Promise.reject(new Error(`"${me.name}" is a relay: copy from the volume's primary`)),

@@ -232,6 +232,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
       c.close();
     }
     expect(await relayBacklog(t), 'the relay holds every acknowledged write of both volumes').to.equal(2 * n);
+    expect((await t.nodeStatus('relay')).relay!.backlogByVolume).to.deep.equal({ vol0: { records: n, bytes: n * 8 * BS }, vol1: { records: n, bytes: n * 8 * BS } });
     await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
     await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
     for (const vol of ['vol0', 'vol1']) {

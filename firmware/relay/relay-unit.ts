@@ -197,6 +197,20 @@ export class RelayUnit {
     this.scheduler.poke(true);
   }
 
+  /** The backlog per volume number (a relay may carry several volumes; stats() sums them). */
+  backlogByVolume(): Map<number, { records: number; bytes: number }> {
+    const by = new Map<number, { records: number; bytes: number }>();
+    for (const e of this.journal.pending()) {
+      const b = by.get(e.volume);
+      if (b === undefined) by.set(e.volume, { records: 1, bytes: e.length });
+      else {
+        b.records++;
+        b.bytes += e.length;
+      }
+    }
+    return by;
+  }
+
   stats(): RelayStats {
     const j = this.journal.stats();
     let heldBytes = 0;
