@@ -47,7 +47,9 @@ export function replicationLag(t: Topology, r: StatusReport): VolumeLag[] {
   return t.volumes.filter((v) => v.secondary !== undefined).map((v) => {
     const p = status.get(v.primary)?.volumes.find((x) => x.volume === v.name && x.role === 'primary');
     const s = status.get(v.secondary!)?.volumes.find((x) => x.volume === v.name);
-    const relayBytes = v.relays.reduce((n, name) => n + (status.get(name)?.relay?.backlogByVolume?.[v.name]?.bytes ?? 0), 0);
+    const held = v.relays.map((name) => status.get(name)?.relay?.backlogByVolume?.[v.name]?.bytes ?? 0);
+    // Same data to all relays: each holds its own copy of the same writes.
+    const relayBytes = v.relaySelection === 'all' ? Math.max(0, ...held) : held.reduce((a, b) => a + b, 0);
     const lagWrites = p && s && p.generation === s.generation ? Math.max(0, p.sequence - s.sequence) : null;
     return { volume: v.name, lagWrites, lagBytes: (p?.lagBytes ?? 0) + relayBytes };
   });
