@@ -19,6 +19,7 @@ function handlers(calls: string[]): AdminHandlers {
     digest: async (v, lba, blocks, chunk) => ({ blockSize: 512, blockCount: 100, digests: [`${v}:${lba}:${blocks}:${chunk}`] }),
     link: (peer, on) => { calls.push(`link ${peer} ${on}`); },
     copy: async (v, lba, blocks) => { calls.push(`copy ${v} ${lba} ${blocks}`); },
+    pull: async (v, l) => { calls.push(`pull ${v} ${l.maxWrites} ${l.maxBytes}`); return ['r1', 'r2']; },
     stop: () => { calls.push('stop'); },
   };
 }
@@ -55,7 +56,8 @@ describe('cli/admin: the node admin endpoint over a unix socket', () => {
     expect(await adminClient.promote(server.socketPath, 'vol0')).to.deep.equal({ ok: true });
     expect((await adminClient.digest(server.socketPath, { volume: 'vol0', lba: 8, blocks: 64, chunk: 16 })).digests).to.deep.equal(['vol0:8:64:16']);
     expect(await adminClient.link(server.socketPath, 'relay1', true)).to.deep.equal({ ok: true });
-    expect(calls).to.deep.equal(['promote vol0', 'link relay1 true']);
+    expect(await adminClient.pull(server.socketPath, 'vol0', { maxWrites: 10 })).to.deep.equal({ relays: ['r1', 'r2'] });
+    expect(calls).to.deep.equal(['promote vol0', 'link relay1 true', 'pull vol0 10 undefined']);
   });
 
   it('answers errors as {error} with a status: handler errors, bad fields by name, unknown endpoints and methods', async () => {
@@ -64,6 +66,7 @@ describe('cli/admin: the node admin endpoint over a unix socket', () => {
     expect(await rejection(adminClient.promote(s, 'boom'))).to.include({ status: 500, message: 'disk on fire' });
     expect((await rejection(adminRequest(s, 'POST', '/promote', {}))).message).to.equal('volume: is required (a string)');
     expect((await rejection(adminRequest(s, 'POST', '/link', { peer: 'x', partitioned: 'yes' }))).message).to.equal('partitioned: must be true or false');
+    expect((await rejection(adminRequest(s, 'POST', '/pull', { volume: 'v', maxWrites: 0 }))).message).to.equal('maxWrites: must be >= 1');
     expect((await rejection(adminRequest(s, 'GET', '/digest?volume=v&lba=-1&blocks=1&chunk=0'))).message).to.equal('lba: must be >= 0; chunk: must be >= 1');
     expect((await rejection(adminRequest(s, 'GET', '/digest?volume=v&lba=0&blocks=100000000&chunk=1'))).message).to.match(/at most 65536 per request/);
     const missing = await rejection(adminRequest(s, 'GET', '/nope'));

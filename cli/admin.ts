@@ -8,6 +8,7 @@
  *   POST /copy {volume, lba?, blocks?}             -> 202 {ok: true} (progress: /status, volumes[].resync)
  *   GET  /digest?volume=&lba=&blocks=&chunk=       -> {blockSize, blockCount, digests}
  *   POST /link {peer, partitioned}                 -> {ok: true}
+ *   POST /pull {volume, maxWrites?, maxBytes?}     -> {relays: [names asked]} (a secondary's pull, 000-NV)
  *   POST /stop                                     -> {stopping: true}, then the node stops
  * Errors: {error: message}, 4xx for the request, 5xx for the node.
  *
@@ -45,6 +46,11 @@ export interface AdminHandlers {
   promote(volume: string): Promise<void>;
   digest(volume: string, lba: number, blocks: number, chunkBlocks: number): Promise<DigestResult>;
   link(peer: string, partitioned: boolean): void | Promise<void>;
+  /**
+   * On a volume's secondary: ask the volume's connected relays to forward what they hold for it
+   * (000-NV "when the secondary asks for it"); resolves with the relays asked.
+   */
+  pull(volume: string, limits: { maxWrites?: number; maxBytes?: number }): Promise<string[]>;
   /** Start a backup copy of a primary volume to its secondary; progress shows in /status (resync). */
   copy(volume: string, lba: number | undefined, blocks: number | undefined): Promise<void>;
   /** Called after the answer to POST /stop went out. */
@@ -107,13 +113,19 @@ const digestQuery = z.object({ volume: z.string({ error: 'is required' }).min(1,
 const promoteBody = z.object({ volume: z.string({ error: 'is required (a string)' }).min(1, 'is required') });
 const linkBody = z.object({ peer: z.string({ error: 'is required (a string)' }).min(1, 'is required'), partitioned: z.boolean({ error: 'must be true or false' }) });
 
+const pullBody = z.object({
+  volume: z.string({ error: 'is required (a string)' }).min(1, 'is required'),
+  maxWrites: z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be >= 1').max(0xfffffffe, 'must be < 2^32 - 1').optional(),
+  maxBytes: z.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be >= 1').max(0xfffffffe, 'must be < 2^32 - 1').optional(),
+});
+
 const copyBody = z.object({
   volume: z.string({ error: 'is required (a string)' }).min(1, 'is required'),
   lba: z.number().int().min(0).optional(),
   blocks: z.number().int().min(1).optional(),
 });
 
-const ROUTES: Record<string, string> = { '/status': 'GET', '/promote': 'POST', '/digest': 'GET', '/link': 'POST', '/copy': 'POST', '/stop': 'POST' };
+const ROUTES: Record<string, string> = { '/status': 'GET', '/promote': 'POST', '/digest': 'GET', '/link': 'POST', '/copy': 'POST', '/pull': 'POST', '/stop': 'POST' };
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolveBody, reject) => {
@@ -182,6 +194,10 @@ export async function startAdminServer(o: { dataDir: string; handlers: AdminHand
         const { volume, lba, blocks } = parse(copyBody, body);
         await h.copy(volume, lba, blocks);
         return { status: 202, body: { ok: true } };
+      }
+      case '/pull': {
+        const { volume, maxWrites, maxBytes } = parse(pullBody, body);
+        return { status: 200, body: { relays: await h.pull(volume, { maxWrites, maxBytes }) } };
       }
       case '/digest': {
         const q = parse(digestQuery, Object.fromEntries(url.searchParams));
@@ -293,6 +309,8 @@ export async function adminRequest<T>(socketPath: string, method: 'GET' | 'POST'
 export const adminClient = {
   status: (socket: string, timeoutMs?: number) => adminRequest<NodeStatus>(socket, 'GET', '/status', undefined, timeoutMs),
   promote: (socket: string, volume: string, timeoutMs = 30_000) => adminRequest<{ ok: true }>(socket, 'POST', '/promote', { volume }, timeoutMs),
+  pull: (socket: string, volume: string, limits: { maxWrites?: number; maxBytes?: number } = {}, timeoutMs = 30_000) =>
+    adminRequest<{ relays: string[] }>(socket, 'POST', '/pull', { volume, ...limits }, timeoutMs),
   copy: (socket: string, volume: string, range: { lba?: number; blocks?: number } = {}, timeoutMs = 30_000) =>
     adminRequest<{ ok: true }>(socket, 'POST', '/copy', { volume, ...range }, timeoutMs),
   digest: (socket: string, q: { volume: string; lba: number; blocks: number; chunk: number }, timeoutMs = 120_000) =>

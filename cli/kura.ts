@@ -194,6 +194,15 @@ program.command('copy').argument('<volume>').argument(topologyFile, fileHelp)
     return copy(volume, file ?? defaultTopologyFile, opts);
   }));
 
+program.command('pull').argument('<volume>').argument(topologyFile, fileHelp)
+  .description("the volume's secondary asks its relays to forward what they hold (000-NV pull: how a relay with forwarding policy pull forwards)")
+  .option('--writes <n>', 'at most this many writes from each relay (default: all it holds now)')
+  .option('--bytes <size>', 'at most this many bytes from each relay, e.g. 64MiB (default: all it holds now)')
+  .action((volume: string, file: string | undefined, opts: { writes?: string; bytes?: string }) => exitWith(async () => {
+    const [{ pull }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
+    return pull(volume, file ?? defaultTopologyFile, opts);
+  }));
+
 program.command('verify').argument('<volume>').argument(topologyFile, fileHelp)
   .description('compare a volume on its primary and secondary by chunk digests; prints the differing LBA ranges (exit 0 same, 1 different, 2 error)')
   .option('--chunk <size>', 'bytes per digest, a multiple of the block size', '1MiB')

@@ -85,6 +85,15 @@ export async function runTopologyNode(o: NodeRunOptions, io: Io = processIo): Pr
         // The copy runs on; its progress and end show in /status.
         node.copy(volume, lba, blocks).catch((err: Error) => logger.error({ err: err.message, volume }, 'copy failed'));
       },
+      pull: async (volume, limits) => {
+        const v = volumeOf(volume);
+        if (v.role !== 'secondary') throw new AdminRequestError(409, `node "${me.name}" is the primary of "${volume}": the volume's secondary pulls`);
+        try {
+          return ready().pull(volume, limits);
+        } catch (err) {
+          throw new AdminRequestError(409, (err as Error).message);
+        }
+      },
       digest: async (volume, lba, blocks, chunk) => {
         volumeOf(volume);
         return ready().digest(volume, lba, blocks, chunk);

@@ -86,6 +86,8 @@ export interface RunningTopologyNode {
   /** Backup (000-E1): copy a range of a primary volume to its secondary; resolves when the path has all of it. */
   copy(volume: string, lba?: number, blocks?: number): Promise<{ blocks: number; ms: number }>;
   digest(volume: string, lba: number, blocks: number, chunkBlocks: number): Promise<{ blockSize: number; blockCount: number; digests: string[] }>;
+  /** On the volume's secondary: ask its connected relays to forward what they hold (000-NV pull); the relays asked. */
+  pull(volume: string, limits: { maxWrites?: number; maxBytes?: number }): string[];
   stop(): Promise<void>;
 }
 
@@ -275,6 +277,22 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       log.info({ volume }, 'promoted: the volume is writable');
     },
     copy,
+    pull(volume, limits) {
+      const s = secondaries.find((x) => x.name === volume);
+      if (s === undefined) throw new Error(`node "${me.name}" is not the secondary of a volume "${volume}"`);
+      const relays = t.volumes[s.index]!.relays;
+      if (relays.length === 0) throw new Error(`volume "${volume}" has no relays: nothing holds its writes for a pull`);
+      const asked: string[] = [];
+      for (const r of relays) {
+        const link = links.inboundFrom(unitIdOf(t, r));
+        if (link === undefined) continue;
+        link.pull({ maxCommands: limits.maxWrites, maxBytes: limits.maxBytes, volume: s.index });
+        asked.push(r);
+      }
+      if (asked.length === 0) throw new Error(`no relay of volume "${volume}" (${relays.join(', ')}) is connected to "${me.name}" now: see kura status`);
+      log.info({ volume, relays: asked, ...limits }, 'pulled: asked the relays to forward');
+      return asked;
+    },
     digest: (volume, lba, blocks, chunkBlocks) => {
       const v = node.volumes.get(volume);
       if (v === undefined || !names.has(volume)) throw new Error(`node "${me.name}" holds no volume "${volume}"`);
@@ -367,6 +385,9 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
       };
     },
     promote: () => Promise.reject(new Error(`"${me.name}" is a relay: promote the volume's secondary`)),
+    pull: () => {
+      throw new Error(`"${me.name}" is a relay: the volume's secondary pulls`);
+    },
     copy: () => Promise.reject(new Error(`"${me.name}" is a relay: copy from the volume's primary`)),
     digest: () => Promise.reject(new Error(`"${me.name}" is a relay: it holds no volume`)),
     async stop() {
@@ -460,6 +481,12 @@ class PeerLinks {
       return link.attach(transport);
     });
     return this.listener;
+  }
+
+  /** The open link a peer unit dialled to this node, if any. */
+  inboundFrom(unitId: number): PeerLink | undefined {
+    for (const l of this.accepted) if (l.isOpen && l.peerInfo?.unitId === unitId) return l;
+    return undefined;
   }
 
   status(): LinkStatus[] {

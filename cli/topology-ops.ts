@@ -1,8 +1,9 @@
 /**
- * `kura promote` and `kura link`: one-shot operations on a running topology through the nodes'
- * admin sockets.
+ * `kura promote`, `kura link`, `kura copy` and `kura pull`: one-shot operations on a running
+ * topology through the nodes' admin sockets.
  */
 import { adminClient } from './admin.js';
+import { parseSize } from './config.js';
 import { topologyLinks } from './topology-network.js';
 import { adminSocketOf, loadChecked, processIo, type Io } from './up.js';
 import type { Topology } from './topology.js';
@@ -86,4 +87,26 @@ export async function copy(volume: string, file: string, o: { lba?: number; bloc
       return 1;
     }
   }
+}
+
+/**
+ * The secondary asks the volume's relays for what they hold (000-NV "when the secondary asks for
+ * it"): the way a relay with `forwarding: {policy: pull}` ever forwards. A relay forwards in
+ * recording order, whatever volume a record belongs to (one journal, one policy).
+ */
+export async function pull(volume: string, file: string, o: { writes?: string; bytes?: string }, io: Io = processIo): Promise<number> {
+  const t = loadChecked(file);
+  const v = t.volumes.find((x) => x.name === volume);
+  if (!v) throw new Error(`no volume "${volume}" in ${file} (volumes: ${t.volumes.map((x) => x.name).join(', ') || 'none'})`);
+  if (v.secondary === undefined) throw new Error(`volume "${volume}" has no secondary in ${file}: nothing pulls it`);
+  const maxWrites = o.writes === undefined ? undefined : Number(o.writes);
+  if (maxWrites !== undefined && !(Number.isSafeInteger(maxWrites) && maxWrites >= 1 && maxWrites < 0xffffffff)) throw new Error(`--writes ${o.writes}: a whole number of writes, at least 1`);
+  const maxBytes = o.bytes === undefined ? undefined : parseSize(o.bytes);
+  if (o.bytes !== undefined && !(maxBytes !== undefined && maxBytes >= 1 && maxBytes < 0xffffffff)) throw new Error(`--bytes ${o.bytes}: a size from 1 byte to 4 GiB (e.g. 64MiB)`);
+  const r = await adminClient.pull(adminSocketOf(nodeNamed(t, file, v.secondary)), volume, { maxWrites, maxBytes }).catch((err: Error) => {
+    throw new Error(`pull "${volume}" on "${v.secondary}": ${err.message}`);
+  });
+  const limit = [maxWrites === undefined ? '' : `${maxWrites} writes`, o.bytes === undefined ? '' : o.bytes].filter(Boolean).join(', ');
+  io.out(`${volume}: ${v.secondary} asked ${r.relays.join(', ')} to forward ${limit === '' ? 'everything they hold' : `up to ${limit} each`} (kura status shows the backlog)\n`);
+  return 0;
 }

@@ -58,6 +58,16 @@ describe('topology file', () => {
     expect(problems({ ...base, volumes: [{ ...base.volumes[0], ackMode: 'eventually' }] })[0]).to.match(/^volumes\[0\]\.ackMode: /);
   });
 
+  it('volumes sharing a relay must agree on its forwarding policy and relay mode (one journal, one policy)', () => {
+    const v = base.volumes[0]!;
+    expect(problems({ ...base, volumes: [v, { ...v, name: 'w', forwarding: { policy: 'pull' }, relayMode: 'cut-through' }] })).to.deep.equal([
+      'volumes[1].relayMode: "cut-through", but volume "v" runs relay "r" "store-and-forward": volumes sharing a relay share its mode',
+      'volumes[1].forwarding: {"policy":"pull"}, but volume "v" runs relay "r" with {"policy":"immediate"}: volumes sharing a relay share its forwarding policy',
+    ]);
+    const same = validateTopology({ ...base, volumes: [{ ...v, forwarding: { policy: 'delay', afterMs: 5 } }, { ...v, name: 'w', forwarding: { policy: 'delay', afterMs: 5 } }] }, 'x', '/base');
+    expect(same.volumes.map((x) => x.forwarding)).to.deep.equal([{ policy: 'delay', afterMs: 5 }, { policy: 'delay', afterMs: 5 }]);
+  });
+
   it('accepts a good placement and reports the two bad ones of 000-E1', () => {
     expect(checkRelayPlacement(validateTopology(base, 'x', '/'))).to.deep.equal([]);
     const inside = validateTopology({ ...base, sites: [base.sites[0], { ...base.sites[1], lat: 35.9, lon: 139.8 }, base.sites[2]] }, 'x', '/');

@@ -165,6 +165,21 @@ export const topologySchema = z.object({
     if (v.ackMode.startsWith('remote-') && v.secondary === undefined) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'ackMode'], message: `"${v.ackMode}" needs a secondary` });
     if (v.relaySelection !== 'round-robin' && v.relays.length < 2) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'relaySelection'], message: `"${v.relaySelection}" chooses among several relays: list at least two` });
   });
+  // A relay runs one forwarding policy and one relay mode for all it holds (one journal, forwarded
+  // in recording order): volumes sharing a relay must agree on them, or some would be ignored.
+  const firstOn = new Map<string, number>();
+  t.volumes.forEach((v, i) => {
+    for (const r of v.relays) {
+      const f = firstOn.get(r);
+      if (f === undefined) {
+        firstOn.set(r, i);
+        continue;
+      }
+      const w = t.volumes[f]!;
+      if (v.relayMode !== w.relayMode) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'relayMode'], message: `"${v.relayMode}", but volume "${w.name}" runs relay "${r}" "${w.relayMode}": volumes sharing a relay share its mode` });
+      if (JSON.stringify(v.forwarding) !== JSON.stringify(w.forwarding)) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'forwarding'], message: `${JSON.stringify(v.forwarding)}, but volume "${w.name}" runs relay "${r}" with ${JSON.stringify(w.forwarding)}: volumes sharing a relay share its forwarding policy` });
+    }
+  });
 });
 
 export type Topology = z.infer<typeof topologySchema>;

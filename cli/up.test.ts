@@ -74,6 +74,7 @@ async function fakeNodes(file: string, fakes: Record<string, Fake>): Promise<Adm
       },
       link: (peer, on) => { f.calls.push(`link ${peer} ${on}`); },
       copy: async (v, lba, blocks) => { f.calls.push(`copy ${v} ${lba} ${blocks}`); },
+      pull: async (v) => { f.calls.push(`pull ${v}`); return []; },
       stop: () => { f.calls.push('stop'); },
     };
     servers.push(await startAdminServer({ dataDir: n.dataDir!, handlers: h }));

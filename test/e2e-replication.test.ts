@@ -8,6 +8,7 @@
  * - a partitioned secondary keeps host writes flowing (the relay buffers); after healing,
  *   `kura verify` finds no difference;
  * - two volumes through one relay: both volumes' writes held and forwarded (their issue numbers overlap);
+ * - forwarding policy pull: nothing leaves the relay until `kura pull` asks, then what was asked;
  * - the secondary is read-only over iSCSI until `kura promote`; `kura copy` backs a volume up.
  */
 import { expect } from 'chai';
@@ -241,6 +242,36 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
       expect(v.code, v.stdout + v.stderr).to.equal(0);
     }
     expect(await relayBacklog(t), 'the relay drains').to.equal(0);
+  });
+
+  it('forwarding policy pull: the relay holds every write until kura pull asks, then forwards what was asked', async () => {
+    const s = spec('pull');
+    s.volumes[0]!.forwarding = { policy: 'pull' };
+    t = await startTopology(cli, tempDir('kura-repl-pull-'), s);
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const c = await client(t, 'primary');
+    const n = 30;
+    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+    c.close();
+    await sleep(1000);
+    expect(await relayBacklog(t), 'held at the relay').to.equal(n);
+    expect((await secondaryVolume(t)).sequence, 'nothing forwarded unasked').to.equal(0);
+    const some = await kuraRun(cli, ['pull', 'vol0', t.file, '--writes', '10'], 30000);
+    expect(some.code, some.stderr).to.equal(0);
+    expect(some.stdout).to.equal('vol0: secondary asked relay to forward up to 10 writes each (kura status shows the backlog)\n');
+    await until('the secondary applies the 10 pulled writes', async () => ((await secondaryVolume(t!)).sequence === 10 ? true : undefined), 30000);
+    await sleep(500);
+    expect((await secondaryVolume(t)).sequence, 'no more than asked').to.equal(10);
+    expect(await relayBacklog(t)).to.equal(n - 10);
+    const rest = await kuraRun(cli, ['pull', 'vol0', t.file], 30000);
+    expect(rest.code, rest.stderr).to.equal(0);
+    await waitDrained(t, 'primary', 'vol0', 30000);
+    expect(await relayBacklog(t)).to.equal(0);
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
+    const bad = await kuraRun(cli, ['pull', 'vol0', t.file, '--writes', '0'], 30000);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.include('--writes 0: a whole number of writes, at least 1');
   });
 
   it('the secondary is read-only over iSCSI (write protected) until kura promote; kura copy backs a volume up to it', async () => {

@@ -62,6 +62,8 @@ export interface VolumeSpec {
   secondary?: string;
   relays?: string[];
   ackMode: string;
+  /** The relays' forwarding policy (topology `forwarding`); default immediate. */
+  forwarding?: { policy: string; [k: string]: unknown };
 }
 
 export interface TopologySpec {
@@ -162,6 +164,7 @@ export async function topologyYaml(spec: TopologySpec, dataDir: string): Promise
       ...(v.secondary ? { secondary: v.secondary } : {}),
       ...(v.relays?.length ? { relays: v.relays } : {}),
       ackMode: v.ackMode,
+      ...(v.forwarding ? { forwarding: v.forwarding } : {}),
     })),
   };
   return { yaml: `# written by the kura replication benches\n${stringify(doc)}`, iscsi };
