@@ -36,7 +36,7 @@ import { RelayUnit } from '../firmware/relay/relay-unit.js';
 import { forwardingPolicy } from './forwarding.js';
 import { nodeConfigSchema } from './config.js';
 import { startControllerNode, type RunningNode } from './controller-node.js';
-import type { Topology, TopologyNode } from './topology.js';
+import { transferBetween, type Topology, type TopologyNode } from './topology.js';
 
 export interface TopologyNodeOptions {
   topology: Topology;
@@ -507,6 +507,7 @@ class PeerLinks {
       const link = new PeerLink({
         clock: systemClock, logger: this.log.child({ link: peer }), role: 'initiator', unitId: this.unitId, key: this.key,
         ...LINK_WINDOWS, expectedPeer: unitIdOf(this.t, peer), random: randomBytes, handler: d.handler ?? refuseWrites(this.me.name),
+        mode: transferBetween(this.t, this.me.name, peer),
       });
       try {
         await this.network.connect(target.peer.host, target.peer.port, (transport) => link.attach(transport));

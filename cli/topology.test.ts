@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { ConfigError } from './config.js';
-import { checkRelayPlacement, distanceKm, loadTopology, validateTopology } from './topology.js';
+import { checkRelayPlacement, distanceKm, loadTopology, transferBetween, validateTopology } from './topology.js';
 import { repoRoot } from '../test/support/kura-process.js';
 
 const base = {
@@ -58,12 +58,17 @@ describe('topology file', () => {
     expect(problems({ ...base, volumes: [{ ...base.volumes[0], ackMode: 'eventually' }] })[0]).to.match(/^volumes\[0\]\.ackMode: /);
   });
 
-  it('volumes sharing a relay must agree on its forwarding policy and relay mode (one journal, one policy)', () => {
+  it('volumes sharing a relay must agree on its forwarding policy and relay mode (one journal, one policy), and volumes sharing a link on its transfer mode', () => {
     const v = base.volumes[0]!;
     expect(problems({ ...base, volumes: [v, { ...v, name: 'w', forwarding: { policy: 'pull' }, relayMode: 'cut-through' }] })).to.deep.equal([
       'volumes[1].relayMode: "cut-through", but volume "v" runs relay "r" "store-and-forward": volumes sharing a relay share its mode',
       'volumes[1].forwarding: {"policy":"pull"}, but volume "v" runs relay "r" with {"policy":"immediate"}: volumes sharing a relay share its forwarding policy',
     ]);
+    expect(problems({ ...base, volumes: [v, { ...v, name: 'w', transfer: 'fidelity' }] })).to.deep.equal([
+      'volumes[1].transfer: "fidelity", but volume "v" sends p -> r "pipelined": volumes sharing a link share its transfer mode',
+    ]);
+    expect(transferBetween(validateTopology({ ...base, volumes: [{ ...v, transfer: 'fidelity' }] }, 'x', '/base'), 'r', 's')).to.equal('fidelity');
+    expect(transferBetween(validateTopology(base, 'x', '/base'), 'p', 'r')).to.equal('pipelined');
     const same = validateTopology({ ...base, volumes: [{ ...v, forwarding: { policy: 'delay', afterMs: 5 } }, { ...v, name: 'w', forwarding: { policy: 'delay', afterMs: 5 } }] }, 'x', '/base');
     expect(same.volumes.map((x) => x.forwarding)).to.deep.equal([{ policy: 'delay', afterMs: 5 }, { policy: 'delay', afterMs: 5 }]);
   });

@@ -165,6 +165,19 @@ export const topologySchema = z.object({
     if (v.ackMode.startsWith('remote-') && v.secondary === undefined) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'ackMode'], message: `"${v.ackMode}" needs a secondary` });
     if (v.relaySelection !== 'round-robin' && v.relays.length < 2) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'relaySelection'], message: `"${v.relaySelection}" chooses among several relays: list at least two` });
   });
+  // One peer link carries every volume between two nodes, and its sending side has one transfer mode.
+  const transferOn = new Map<string, number>();
+  t.volumes.forEach((v, i) => {
+    for (const [from, to] of volumeFlows(v)) {
+      const key = `${from}>${to}`;
+      const f = transferOn.get(key);
+      if (f === undefined) transferOn.set(key, i);
+      else if (t.volumes[f]!.transfer !== v.transfer) {
+        ctx.addIssue({ code: 'custom', path: ['volumes', i, 'transfer'], message: `"${v.transfer}", but volume "${t.volumes[f]!.name}" sends ${from} -> ${to} "${t.volumes[f]!.transfer}": volumes sharing a link share its transfer mode` });
+        break;
+      }
+    }
+  });
   // A relay runs one forwarding policy and one relay mode for all it holds (one journal, forwarded
   // in recording order): volumes sharing a relay must agree on them, or some would be ignored.
   const firstOn = new Map<string, number>();
@@ -181,6 +194,18 @@ export const topologySchema = z.object({
     }
   });
 });
+
+/** The node pairs a volume's writes travel (sender, receiver): primary -> relays -> secondary, and primary -> secondary direct. */
+export function volumeFlows(v: { primary: string; secondary?: string; relays: readonly string[] }): Array<[string, string]> {
+  if (v.secondary === undefined) return [];
+  return [...v.relays.flatMap((r): Array<[string, string]> => [[v.primary, r], [r, v.secondary!]]), [v.primary, v.secondary]];
+}
+
+/** How `from` sends writes to `to` (the transfer of the volumes that flow there; validation makes them agree). */
+export function transferBetween(t: Topology, from: string, to: string): 'pipelined' | 'fidelity' {
+  const v = t.volumes.find((x) => volumeFlows(x).some(([a, b]) => a === from && b === to));
+  return v?.transfer ?? 'pipelined';
+}
 
 export type Topology = z.infer<typeof topologySchema>;
 export type TopologyNode = Topology['nodes'][number];

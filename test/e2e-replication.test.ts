@@ -9,6 +9,7 @@
  *   `kura verify` finds no difference;
  * - two volumes through one relay: both volumes' writes held and forwarded (their issue numbers overlap);
  * - forwarding policy pull: nothing leaves the relay until `kura pull` asks, then what was asked;
+ * - transfer fidelity: the seed's per-write handshake on every link of the volume;
  * - the secondary is read-only over iSCSI until `kura promote`; `kura copy` backs a volume up.
  */
 import { expect } from 'chai';
@@ -242,6 +243,25 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
       expect(v.code, v.stdout + v.stderr).to.equal(0);
     }
     expect(await relayBacklog(t), 'the relay drains').to.equal(0);
+  });
+
+  it('transfer fidelity: every link of the volume runs the seed\'s per-write handshake; writes replicate and verify', async () => {
+    const s = spec('fidelity');
+    s.volumes[0]!.transfer = 'fidelity';
+    t = await startTopology(cli, tempDir('kura-repl-fidelity-'), s);
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const c = await client(t, 'primary');
+    await Promise.all(Array.from({ length: 40 }, (_, i) => c.write(8 * i, BS, block(i))));
+    c.close();
+    await waitDrained(t, 'primary', 'vol0', 30000);
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
+    // A receiver logs how the peer that dialled it sends: the primary's writes to the relay and to
+    // the secondary, and the relay's forwards to the secondary, all in the seed's handshake.
+    const inbound = (node: string) => fs.readFileSync(path.join(t!.dataDir, 'run', `${node}.log`), 'utf8').split('\n')
+      .filter((l) => l.includes('"peer link up"') && l.includes('"link":"inbound"')).map((l) => (JSON.parse(l) as { peerMode: string }).peerMode);
+    expect(inbound('relay')).to.deep.equal(['fidelity']);
+    expect(inbound('secondary')).to.deep.equal(['fidelity', 'fidelity']);
   });
 
   it('forwarding policy pull: the relay holds every write until kura pull asks, then forwards what was asked', async () => {

@@ -64,6 +64,8 @@ export interface VolumeSpec {
   ackMode: string;
   /** The relays' forwarding policy (topology `forwarding`); default immediate. */
   forwarding?: { policy: string; [k: string]: unknown };
+  /** Topology `transfer`: 'fidelity' for the seed's per-write handshake (default pipelined). */
+  transfer?: string;
 }
 
 export interface TopologySpec {
@@ -165,6 +167,7 @@ export async function topologyYaml(spec: TopologySpec, dataDir: string): Promise
       ...(v.relays?.length ? { relays: v.relays } : {}),
       ackMode: v.ackMode,
       ...(v.forwarding ? { forwarding: v.forwarding } : {}),
+      ...(v.transfer ? { transfer: v.transfer } : {}),
     })),
   };
   return { yaml: `# written by the kura replication benches\n${stringify(doc)}`, iscsi };
