@@ -170,7 +170,8 @@ program.command('status').argument(topologyFile, fileHelp)
 program.command('promote').argument('<volume>').argument(topologyFile, fileHelp)
   .description('make a volume writable on its secondary (after losing the primary)')
   .option('--node <name>', 'promote on this node instead of the volume\'s secondary')
-  .action((volume: string, file: string | undefined, opts: { node?: string }) => exitWith(async () => {
+  .option('--force', 'promote even though a relay still holds writes of the volume (they are given up)')
+  .action((volume: string, file: string | undefined, opts: { node?: string; force?: boolean }) => exitWith(async () => {
     const [{ promote }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
     return promote(volume, file ?? defaultTopologyFile, opts);
   }));

@@ -14,14 +14,37 @@ function nodeNamed(t: Topology, file: string, name: string) {
   return n;
 }
 
-/** Makes the volume writable on its secondary (or on `node`). */
-export async function promote(volume: string, file: string, o: { node?: string }, io: Io = processIo): Promise<number> {
+/**
+ * Makes the volume writable on its secondary (or on `node`). Not while a relay still holds writes of
+ * the volume (unless `force`): hosts were acknowledged for them, and a promoted secondary applies
+ * nothing more from the stream, so they would be left out of the volume for good.
+ */
+export async function promote(volume: string, file: string, o: { node?: string; force?: boolean }, io: Io = processIo): Promise<number> {
   const t = loadChecked(file);
   const v = t.volumes.find((x) => x.name === volume);
   if (!v) throw new Error(`no volume "${volume}" in ${file} (volumes: ${t.volumes.map((x) => x.name).join(', ') || 'none'})`);
   const target = o.node ?? v.secondary;
   if (target === undefined) throw new Error(`volume "${volume}" has no secondary in ${file}: name the node to promote with --node`);
   const n = nodeNamed(t, file, target);
+  const holding: string[] = [];
+  for (const r of v.relays) {
+    const held = await adminClient.status(adminSocketOf(nodeNamed(t, file, r)), 5000).then(
+      (s) => s?.relay?.backlogByVolume?.[volume],
+      (err: Error) => {
+        io.err(`kura: warning: relay "${r}" does not answer (${err.message}): what it holds of "${volume}" is unknown\n`);
+        return undefined;
+      },
+    );
+    if (held !== undefined && held.records > 0) holding.push(`${r} holds ${held.records} writes (${held.bytes} bytes)`);
+  }
+  if (holding.length > 0) {
+    if (o.force !== true) {
+      throw new Error(`relays still hold writes of "${volume}" that hosts were acknowledged for: ${holding.join('; ')}. `
+        + 'A promoted secondary takes nothing more from them: wait until they reach it (kura status: relay backlog 0; heal a partitioned link with kura link up), '
+        + 'or promote with --force to give them up');
+    }
+    io.err(`kura: warning: promoting with --force: ${holding.join('; ')} are given up\n`);
+  }
   await adminClient.promote(adminSocketOf(n), volume).catch((err: Error) => {
     throw new Error(`promote "${volume}" on "${target}": ${err.message}`);
   });

@@ -241,6 +241,33 @@ describe('kura up / down / status / promote / link / verify', () => {
       expect(await link('down', 'relay1', 'secondary', file, io)).to.equal(1);
       expect(io.stderr).to.match(/kura: link down relay1 secondary: secondary: admin socket .*not running \(relay1 did partition its side\)/);
     });
+
+    it('promote refuses while a relay still holds writes of the volume, unless --force; a relay that does not answer is a warning', async () => {
+      const file = topologyFile();
+      const relayStatus: NodeStatus = {
+        node: 'relay1', role: 'relay', site: 'utsunomiya', pid: 102, uptimeMs: 5000, volumes: [], links: [],
+        relay: { backlogRecords: 3, backlogBytes: 12288, backlogByVolume: { vol0: { records: 3, bytes: 12288 } }, journal: {} as never, forwarded: 0 },
+      };
+      const r: Fake = { calls: [], status: relayStatus };
+      const s: Fake = { calls: [] };
+      servers.push(...await fakeNodes(file, { relay1: r, secondary: s }));
+      const io = capture();
+      const msg = (p: Promise<unknown>) => p.then(() => '', (e: Error) => e.message);
+      expect(await msg(promote('vol0', file, {}, io))).to.equal('relays still hold writes of "vol0" that hosts were acknowledged for: relay1 holds 3 writes (12288 bytes). '
+        + 'A promoted secondary takes nothing more from them: wait until they reach it (kura status: relay backlog 0; heal a partitioned link with kura link up), or promote with --force to give them up');
+      expect(s.calls).to.deep.equal([]);
+      expect(await promote('vol0', file, { force: true }, io)).to.equal(0);
+      expect(io.stderr).to.include('kura: warning: promoting with --force: relay1 holds 3 writes (12288 bytes) are given up');
+      expect(s.calls).to.deep.equal(['promote vol0']);
+      // Drained: no question asked.
+      r.status = { ...relayStatus, relay: { ...relayStatus.relay!, backlogRecords: 0, backlogBytes: 0, backlogByVolume: {} } };
+      expect(await promote('vol0', file, {}, io)).to.equal(0);
+      // The relay's site is gone: its backlog is unknown, which is said, and the promotion goes on.
+      await servers.shift()!.close();
+      expect(await promote('vol0', file, {}, io)).to.equal(0);
+      expect(io.stderr).to.match(/kura: warning: relay "relay1" does not answer \(.*\): what it holds of "vol0" is unknown/);
+      expect(s.calls).to.deep.equal(['promote vol0', 'promote vol0', 'promote vol0']);
+    });
   });
 
   describe('real processes', function () {
