@@ -56,6 +56,11 @@ describe('topology file', () => {
     expect(problems({ ...base, links: [{ between: ['p', 'q'], profile: 'metro' }] }))
       .to.deep.equal(['links[0].between[1]: no node named "q"']);
     expect(problems({ ...base, volumes: [{ ...base.volumes[0], ackMode: 'eventually' }] })[0]).to.match(/^volumes\[0\]\.ackMode: /);
+    // A relay journal that cannot record a host's largest write (4 MiB) would refuse it forever.
+    expect(problems({ ...base, nodes: [base.nodes[0], { ...base.nodes[1], journalSize: '4MiB' }, base.nodes[2]] })).to.deep.equal([
+      'nodes[1].journalSize: 4 MiB cannot hold two records of the largest write a host may send (4 MiB, the targets\' maximum transfer length): give it at least 9MiB',
+    ]);
+    expect(validateTopology({ ...base, nodes: [base.nodes[0], { ...base.nodes[1], journalSize: '9MiB' }, base.nodes[2]] }, 'x', '/base').nodes[1]).to.include({ journalSize: 9 * 2 ** 20 });
   });
 
   it('volumes sharing a relay must agree on its forwarding policy and relay mode (one journal, one policy), and volumes sharing a link on its transfer mode', () => {

@@ -8,6 +8,8 @@
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_MAX_TRANSFER_BYTES } from '../firmware/controller.js';
+import { journalBytesFor } from '../firmware/relay/journal.js';
 import { ConfigError, fieldPath, readConfigFile, sizeSchema } from './config.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only');
@@ -139,6 +141,15 @@ export const topologySchema = z.object({
       const key = `${ep.host}:${ep.port}`;
       if (ep.port !== 0 && endpoints.has(key)) ctx.addIssue({ code: 'custom', path: ['nodes', i, field], message: `${key} is already used by ${endpoints.get(key)}` });
       endpoints.set(key, `nodes[${i}].${field}`);
+    }
+    // A record of the largest host write must fit (half the ring, see firmware/relay/journal.ts):
+    // a relay refuses a write it cannot record every time it is sent, and the host waits forever.
+    if (n.role === 'relay' && n.journalSize < journalBytesFor(DEFAULT_MAX_TRANSFER_BYTES)) {
+      const mib = Math.ceil(journalBytesFor(DEFAULT_MAX_TRANSFER_BYTES) / 2 ** 20);
+      ctx.addIssue({
+        code: 'custom', path: ['nodes', i, 'journalSize'],
+        message: `${+(n.journalSize / 2 ** 20).toFixed(2)} MiB cannot hold two records of the largest write a host may send (${DEFAULT_MAX_TRANSFER_BYTES / 2 ** 20} MiB, the targets' maximum transfer length): give it at least ${mib}MiB`,
+      });
     }
   });
   t.links.forEach((l, i) => {

@@ -66,7 +66,7 @@ export interface Controller {
   close(): Promise<void>;
 }
 
-const DEFAULT_MAX_TRANSFER_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_MAX_TRANSFER_BYTES = 4 * 1024 * 1024;
 
 export function createController(opts: ControllerOptions): Controller {
   return new StorageController(opts);

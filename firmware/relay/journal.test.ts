@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { SimDevice, Simulator, type Random } from '../../hal/sim/index.js';
 import { KIND_PAD, RECORD_HEADER, SUPERBLOCK_SLOT, decodeRecordHeader, decodeSuperblock } from './journal-format.js';
-import { DeviceJournal, type RecoveryReport } from './journal.js';
+import { DeviceJournal, journalBytesFor, journalMaxPayload, type RecoveryReport } from './journal.js';
 import { JournalFailedError, JournalFullError, RecordTooLargeError, type AppendRequest } from './journal-types.js';
 import { ProcessDevice } from './test-fixture.js';
 
@@ -109,6 +109,26 @@ describe('relay journal: appends, reads, truncation', () => {
     expect(recovery.records).to.equal(1);
     expect(again.pending()[0]).to.include({ seq: r.seq });
     expect(Buffer.compare(await sim.run(again.read(r.seq)), data(3000, 99))).to.equal(0);
+  });
+
+  it('journalBytesFor / journalMaxPayload: the smallest device that takes a write of a size, as the journal itself judges it', async () => {
+    for (const payload of [64 << 10, 1 << 20, 4 << 20]) {
+      const size = journalBytesFor(payload);
+      expect(journalMaxPayload(size)).to.be.at.least(payload);
+      expect(journalMaxPayload(size - 4096)).to.be.below(payload);
+      for (const [bytes, fits] of [[size, true], [size - 4096, false]] as const) {
+        const sim = new Simulator();
+        const dev = new SimDevice({ clock: sim.clock, size: bytes, latency: 1, volatileCache: true });
+        await sim.run(DeviceJournal.format(dev, { journalId: 7 }));
+        const { journal } = await sim.run(DeviceJournal.open({ device: dev, clock: sim.clock }));
+        const refused = journal.refusal(req(1, payload));
+        if (fits) expect(refused).to.equal(null);
+        else expect(refused).to.be.instanceOf(RecordTooLargeError);
+        await sim.run(journal.close());
+      }
+    }
+    // Small writes: the smallest ring the format allows.
+    expect(journalBytesFor(512)).to.equal(4096 + 4 * 4096);
   });
 
   it('journal full: fails with a precise error, or waits (in order) for truncation', async () => {

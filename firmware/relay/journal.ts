@@ -62,6 +62,11 @@ export interface DeviceJournalOptions {
   truncateDelayMs?: number;
 }
 
+/** Record alignment unless the format says otherwise. */
+const DEFAULT_ALIGN = 4096;
+/** The smallest ring a journal is formatted with, in aligned units. */
+const MIN_RING_UNITS = 4;
+
 export interface FormatOptions {
   /** Record alignment and superblock slot size (default 4096; at least 512, a power of two). */
   align?: number;
@@ -149,12 +154,11 @@ export class DeviceJournal implements RelayJournal {
 
   /** Write a fresh, empty journal over the device. */
   static async format(device: BlockDevice, opts: FormatOptions): Promise<void> {
-    const align = opts.align ?? 4096;
+    const align = opts.align ?? DEFAULT_ALIGN;
     assert(align >= 512 && (align & (align - 1)) === 0, `journal align ${align} must be a power of two >= 512`);
     assert(Number.isInteger(opts.journalId) && opts.journalId >= 0 && opts.journalId <= 0xffffffff, 'journal id must be a u32');
-    const ringStart = alignUp(2 * SUPERBLOCK_SLOT, align);
-    const ringEnd = Math.floor(device.size / align) * align;
-    assert(ringEnd - ringStart >= 4 * align, `device of ${device.size} bytes is too small for a journal`);
+    const { ringStart, ringEnd } = ringOf(device.size, align);
+    assert(ringEnd - ringStart >= MIN_RING_UNITS * align, `device of ${device.size} bytes is too small for a journal`);
     const sb: Superblock = { generation: 0, journalId: opts.journalId, epoch: 0, floorEpoch: 0, align, headOffset: ringStart, headSeq: 1, ringStart, ringEnd };
     await device.write(0, encodeSuperblock(sb, SUPERBLOCK_SLOT));
     await device.write(SUPERBLOCK_SLOT, encodeSuperblock({ ...sb, generation: 1 }, SUPERBLOCK_SLOT));
@@ -208,8 +212,7 @@ export class DeviceJournal implements RelayJournal {
     this.ringStart = sb.ringStart;
     this.ringEnd = sb.ringEnd;
     this.capacity = sb.ringEnd - sb.ringStart;
-    // Half the ring: such a record always fits once the ring is empty, wherever the tail is.
-    this.maxRecord = Math.floor(this.capacity / 2 / this.align) * this.align;
+    this.maxRecord = maxRecordBytes(this.capacity, this.align);
     this.epoch = epoch;
     this.sb = sb;
     this.chain = scan.entries;
@@ -569,6 +572,31 @@ export class DeviceJournal implements RelayJournal {
   get maxPayload(): number {
     return this.maxRecord - RECORD_HEADER;
   }
+}
+
+/** Where the ring of a journal formatted over `deviceBytes` starts and ends. */
+function ringOf(deviceBytes: number, align: number): { ringStart: number; ringEnd: number } {
+  return { ringStart: alignUp(2 * SUPERBLOCK_SLOT, align), ringEnd: Math.floor(deviceBytes / align) * align };
+}
+
+/** Half the ring: such a record always fits once the ring is empty, wherever the tail is. */
+function maxRecordBytes(capacity: number, align: number): number {
+  return Math.floor(capacity / 2 / align) * align;
+}
+
+/**
+ * The largest write payload a journal formatted over `deviceBytes` (with the default alignment)
+ * takes in one record: a relay whose journal is smaller than a host's largest write refuses that
+ * write every time it is sent, so topologies are checked against it.
+ */
+export function journalMaxPayload(deviceBytes: number, align = DEFAULT_ALIGN): number {
+  const { ringStart, ringEnd } = ringOf(deviceBytes, align);
+  return Math.max(0, maxRecordBytes(ringEnd - ringStart, align) - RECORD_HEADER);
+}
+
+/** The smallest device a journal taking `payload`-byte writes in one record can be formatted over. */
+export function journalBytesFor(payload: number, align = DEFAULT_ALIGN): number {
+  return ringOf(0, align).ringStart + Math.max(MIN_RING_UNITS * align, 2 * alignUp(RECORD_HEADER + payload, align));
 }
 
 function publicEntry(e: JournalRecord): JournalEntry {
