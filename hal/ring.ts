@@ -22,6 +22,11 @@ export class Ring<T> {
     return this.count === 0 ? undefined : this.items[this.head];
   }
 
+  /** The i-th oldest item (0: the one shift() returns next). */
+  at(i: number): T | undefined {
+    return i < 0 || i >= this.count ? undefined : this.items[(this.head + i) % this.items.length];
+  }
+
   shift(): T | undefined {
     if (this.count === 0) return undefined;
     const item = this.items[this.head];

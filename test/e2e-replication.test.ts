@@ -5,6 +5,8 @@
  *   restart; the secondary holds every acknowledged write exactly once;
  * - a primary killed mid-stream leaves the secondary a prefix of the write history that holds
  *   every write acknowledged in relay-durable mode;
+ * - a relay killed for good: the primary sends what it had acknowledged again by the direct link;
+ *   host writes keep completing and the volumes verify;
  * - a partitioned secondary keeps host writes flowing (the relay buffers); after healing,
  *   `kura verify` finds no difference;
  * - two volumes through one relay: both volumes' writes held and forwarded (their issue numbers overlap);
@@ -96,6 +98,9 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect((await t.nodeStatus('relay')).relay!.journal.kind).to.equal(storage === 'journal' ? 'device' : storage);
     expect((await secondaryVolume(t)).sequence).to.equal(0);
 
+    // The primary sends what a lost relay answered again by the direct link: cut it too, so that
+    // what reaches the secondary is what the restarted relay forwards from its journal.
+    await kura(cli, ['link', 'down', 'primary', 'secondary', t.file]);
     process.kill(pidOf(t, 'relay'), 'SIGKILL');
     await sleep(200);
     await kura(cli, ['up', t.file, '--detach', '--node', 'relay']);
@@ -105,10 +110,38 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
       return v.sequence === n ? v : undefined;
     }, 60000);
     expect(sec.appliedBytes, 'each write applied exactly once').to.equal(n * 8 * BS);
+    expect((await t.nodeStatus('relay')).relay!.forwarded, 'the restarted relay forwarded its journal').to.be.at.least(n);
+    await kura(cli, ['link', 'up', 'primary', 'secondary', t.file]);
     await waitDrained(t, 'primary', 'vol0', 30000);
     expect(await relayBacklog(t), 'the relay drains').to.equal(0);
     const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(v.code, v.stdout + v.stderr).to.equal(0);
+  });
+
+  it('a relay killed for good while it holds writes it acknowledged: the primary sends them again straight to the secondary, host writes keep completing, and the volumes verify', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-relay-lost-'), spec('relay-lost'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    // The relay acknowledges and cannot forward: it holds every write when it dies.
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
+    const c = await client(t, 'primary');
+    const n = 100;
+    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+    expect(await relayBacklog(t)).to.equal(n);
+    process.kill(pidOf(t, 'relay'), 'SIGKILL');
+    // Before, the secondary waited for sequence 1 (in the dead relay's journal) and took nothing
+    // more: these writes, falling back to the direct link, never completed.
+    const started = Date.now();
+    for (let i = n; i < n + 20; i++) await c.write(8 * i, BS, block(i));
+    c.close();
+    expect(Date.now() - started, 'host writes complete without the relay').to.be.below(20000);
+    const sec = await until('the secondary applies every write', async () => {
+      const v = await secondaryVolume(t!);
+      return v.sequence === n + 20 ? v : undefined;
+    }, 30000);
+    expect(sec.appliedBytes, 'each write applied once').to.equal((n + 20) * 8 * BS);
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
+    expect(v.stdout).to.include('identical');
   });
 
   it('a primary killed mid-stream leaves the secondary a prefix of the write history holding every acknowledged write', async () => {

@@ -290,6 +290,40 @@ describe('mirroring: failover', () => {
   });
 });
 
+describe('mirroring: a relay lost with writes it answered and had not forwarded', () => {
+  // It answers at once and forwards 100 ms later: it dies holding all three.
+  const holding: RelaySpec = { oneWayMs: 1, toSecondaryMs: 9, answerMs: 0.2, forwardMs: 100 };
+
+  it('the primary sends its retained copies straight to the secondary, which fills its gap; host writes keep completing without the relay', async () => {
+    const r = await rig({ ackMode: 'relay-durable', relays: [holding], retryMs: 50, secondaryMs: 10 });
+    await r.sim.run(Promise.all([1, 2, 3].map((i) => r.write(4 * (i - 1), pattern(i, 4 * BS)))));
+    expect(r.unit.counters(0).received).to.equal(0);
+    r.relays[0]!.die();
+    await r.sim.run(r.sim.sleep(1));
+    // Without the resend this write would wait for sequences 1-3 at the secondary for good.
+    await r.sim.run(r.write(12, pattern(4, 4 * BS)));
+    expect(r.mirroring.status().resends).to.equal(3);
+    expect(r.relays[0]!.forwarded).to.equal(0);
+    expect(r.states.get(0)?.sequence).to.equal(4);
+    expect(same(r, 16)).to.equal(true);
+    expect(r.secondary.dev.ops('write')).to.have.length(4);
+  });
+
+  it('only the latest retainBytes are kept: older writes the relay held still wait for it', async () => {
+    const r = await rig({ ackMode: 'relay-durable', relays: [holding], retryMs: 50, secondaryMs: 10, retainBytes: 8 * BS });
+    await r.sim.run(Promise.all([1, 2, 3].map((i) => r.write(4 * (i - 1), pattern(i, 4 * BS)))));
+    r.relays[0]!.die();
+    await r.sim.run(r.sim.sleep(1));
+    const late = r.write(12, pattern(4, 4 * BS)).then(() => 'done');
+    const outcome = await r.sim.run(Promise.race([late, r.sim.sleep(5000).then(() => 'waiting')]));
+    expect(outcome).to.equal('waiting');
+    expect(r.mirroring.status().resends).to.equal(2);
+    // Sequences 2 and 3 reached it; 1 went with the relay.
+    expect(r.unit.counters(0).received).to.equal(3);
+    expect(r.states.get(0)?.sequence ?? 0).to.equal(0);
+  });
+});
+
 describe('mirroring: paths coming back', () => {
   it('writes queued while no path is up go out once a link comes back (handed over while it is still connecting)', async () => {
     const r = await rig({ ackMode: 'relay-received', relays: [{ ...NEAR }], retryMs: 50 });

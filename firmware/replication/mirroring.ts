@@ -19,6 +19,14 @@
  * is up. A send that fails (link down, peer error) goes back to the queue in sequence order and is
  * sent again, to any path: the identifier makes the secondary apply it once.
  *
+ * A relay's answer moves the write's ack point, not its data to the secondary: a relay that dies
+ * holds what it acknowledged and had not forwarded yet (a few writes in flight on its WAN link at
+ * least), and the secondary, which applies in sequence order, waits for them until the relay is
+ * back. So the copies of the latest writes a relay answered (up to retainBytes) are kept, and when
+ * that relay's link is lost they are sent again, straight to the secondary or through another
+ * relay: the secondary fills its gap and applies the rest once, and host writes, which fall back to
+ * those paths, keep completing while the relay is gone.
+ *
  * Ordering: the host's answer for sequence s waits until every sequence <= s reached the ack
  * point (see types.ts: that is what keeps every acknowledged write inside the secondary's prefix).
  */
@@ -28,6 +36,7 @@ import { nullLogger, type Logger } from '../../hal/types.js';
 import type { PeerLink } from '../peer/peer-link.js';
 import type { Durability } from '../peer/inbound-write.js';
 import type { CommandId } from '../processing-sequencer.js';
+import { Ring } from '../../hal/ring.js';
 import { issueOf, type AckMode, type LinkState, type PeerStatus, type RelaySelection, type ReplicationStatus } from './types.js';
 
 export interface PathConfig {
@@ -60,6 +69,8 @@ export interface MirroringOptions {
   stripeWindow?: number;
   /** Wait before sending again after a failure while a path is up. Default 200 ms. */
   retryMs?: number;
+  /** Copies of writes answered by a relay kept to send again if that relay is lost. Default 64 MiB. */
+  retainBytes?: number;
 }
 
 /** The copy of one host write, shared by its portions (striping); reused once all are done with it. */
@@ -121,6 +132,10 @@ interface Pending {
   acked: boolean;
   /** Sends in flight. */
   sends: number;
+  /** Waiting in the queue. */
+  queued: boolean;
+  /** The relay whose answer acknowledged it, while its copy is retained for that relay's loss. */
+  heldBy: Path | undefined;
 }
 
 interface Path extends PathConfig {
@@ -172,6 +187,10 @@ export class Mirroring {
   private readonly copies = new CopyPool(32 * 2 ** 20);
   private sends = 0;
   private resends = 0;
+  /** Writes answered by a relay whose copies are kept (heldBy set), oldest first. */
+  private readonly retained = new Ring<Pending>();
+  private retainedBytes = 0;
+  private readonly retainBytes: number;
 
   constructor(private readonly o: MirroringOptions) {
     assert(o.blockSize > 0 && Number.isInteger(o.generation) && o.generation >= 0 && o.sequence >= 0);
@@ -187,6 +206,7 @@ export class Mirroring {
     this.stripeBlocks = Math.max(1, Math.floor((o.stripeBytes ?? 64 * 1024) / o.blockSize));
     this.stripeWindow = o.stripeWindow ?? 4;
     this.retryMs = o.retryMs ?? 200;
+    this.retainBytes = o.retainBytes ?? 64 * 2 ** 20;
     if (o.ackMode.startsWith('relay-')) assert(this.relays.length > 0, `${o.ackMode} needs a relay`);
     if (o.ackMode.startsWith('remote-')) assert(this.secondary !== undefined, `${o.ackMode} needs a secondary`);
   }
@@ -207,6 +227,7 @@ export class Mirroring {
     p.link = link;
     if (link === undefined) {
       p.state = 'down';
+      if (p.kind === 'relay') this.sendAgainWhatHeld(p);
       return;
     }
     p.state = link.isOpen ? 'up' : 'connecting';
@@ -249,6 +270,7 @@ export class Mirroring {
       const p: Pending = {
         seq, id: { sourceUnit: this.o.unitId, issue: issueOf(this.generation, seq) }, lba: lba + off, blocks: n,
         data: n === blocks ? copy.buf : copy.buf.subarray(off * this.o.blockSize, (off + n) * this.o.blockSize), copy, freed: false, fua, acked: false, sends: 0,
+        queued: false, heldBy: undefined,
       };
       this.pending.set(seq, p);
       this.enqueue(p);
@@ -328,8 +350,10 @@ export class Mirroring {
 
   private enqueue(p: Pending): void {
     const q = this.queue;
+    assert(!p.queued, 'mirroring: a write queued twice');
     if (q.length === 0 || q[q.length - 1]!.seq < p.seq) q.push(p);
     else q.splice(q.findIndex((x) => x.seq > p.seq), 0, p);
+    p.queued = true;
     this.queuedBytes += p.data.length;
   }
 
@@ -340,6 +364,7 @@ export class Mirroring {
       const targets = this.choose(p);
       if (targets.length === 0) break;
       this.queue.shift();
+      p.queued = false;
       this.queuedBytes -= p.data.length;
       for (const t of targets) this.send(p, t);
     }
@@ -402,17 +427,20 @@ export class Mirroring {
       forwardTo: path.kind === 'relay' ? (this.secondary?.unitId ?? 0) : 0,
     }).then((ticket) => ticket.done).then(
       () => {
+        // A retained write sent again: now the path that answered it holds it.
+        if (p.heldBy !== undefined) p.heldBy = path;
         finish();
         path.acked++;
-        this.acked(p);
+        this.acked(p, path);
         if (this.o.selection === 'stripe') this.pump();
       },
       (err: unknown) => {
         finish();
         path.failed++;
-        if (p.acked || this.closed) return;
+        // An answered write is sent again only while it is retained for a lost relay.
+        if (this.closed || (p.acked && p.heldBy === undefined)) return;
         this.log.warn({ err, path: path.name, seq: p.seq }, 'replicated write failed on this path; sending it again');
-        if (p.sends === 0) {
+        if (p.sends === 0 && !p.queued) {
           this.resends++;
           this.enqueue(p);
           this.retrySoon();
@@ -421,16 +449,17 @@ export class Mirroring {
     );
   }
 
-  /** An answered write nothing sends any more: its copy can be reused. */
+  /** An answered write nothing sends any more, nor keeps for a relay's loss: its copy can be reused. */
   private done(p: Pending): void {
-    if (!p.acked || p.sends > 0 || p.freed) return;
+    if (!p.acked || p.sends > 0 || p.queued || p.heldBy !== undefined || p.freed) return;
     p.freed = true;
     if (--p.copy.users === 0) this.copies.give(p.copy.buf);
   }
 
-  private acked(p: Pending): void {
+  private acked(p: Pending, path: Path): void {
     if (p.acked) return; // same data to all relays: the first answer decides, later ones are ignored
     p.acked = true;
+    if (path.kind === 'relay' && this.retainBytes > 0) this.retain(p, path);
     this.done(p);
     this.pending.delete(p.seq);
     this.lagBytes -= p.data.length;
@@ -438,6 +467,42 @@ export class Mirroring {
     while (this.ackedThrough < this.sequence && !this.pending.has(this.ackedThrough + 1)) this.ackedThrough++;
     while (this.waiters.length > 0 && this.waiters[0]!.seq <= this.ackedThrough) this.waiters.shift()!.resolve();
     while (this.roomWaiters.length > 0 && this.lagBytes <= this.maxLagBytes) this.roomWaiters.shift()!();
+  }
+
+  /** Keep p's copy for `relay`'s loss; the oldest retained copies go beyond retainBytes. */
+  private retain(p: Pending, relay: Path): void {
+    p.heldBy = relay;
+    this.retained.push(p);
+    this.retainedBytes += p.data.length;
+    while (this.retainedBytes > this.retainBytes) this.unretain(this.retained.shift()!);
+  }
+
+  private unretain(p: Pending): void {
+    this.retainedBytes -= p.data.length;
+    p.heldBy = undefined;
+    this.done(p);
+  }
+
+  /**
+   * `relay` is lost: what it answered may never reach the secondary from it. Send the retained
+   * copies it answered again, in sequence order, by the paths still up (the secondary ignores any
+   * it already applied); they stay retained, held by the path that answers them next.
+   */
+  private sendAgainWhatHeld(relay: Path): void {
+    let writes = 0;
+    let bytes = 0;
+    for (let i = 0; i < this.retained.length; i++) {
+      const p = this.retained.at(i)!;
+      if (p.heldBy !== relay || p.queued || p.sends > 0) continue;
+      this.enqueue(p);
+      writes++;
+      bytes += p.data.length;
+    }
+    if (writes === 0) return;
+    this.resends += writes;
+    this.log.warn({ relay: relay.name, writes, bytes }, 'relay link lost: sending the writes it answered most recently again, by the other paths');
+    this.pump();
+    if (this.queue.length > 0) this.retrySoon();
   }
 
   private retrySoon(): void {

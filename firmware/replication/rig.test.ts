@@ -128,6 +128,12 @@ export class FakeRelay {
     this.fromPrimary.pa.destroy();
   }
 
+  /** The relay dies: both its links go, and what it answered and had not forwarded with it. */
+  die(): void {
+    this.kill();
+    this.toSecondary.pa.destroy();
+  }
+
   private async onWrite(w: InboundWrite): Promise<Durability> {
     const rec: RelayRecord = { gen: generationOf(w.id), seq: sequenceOf(w.id), lba: w.lba, blocks: w.blocks, ack: w.ack, at: this.sim.now() };
     this.got.push(rec);
@@ -176,6 +182,7 @@ export interface RigOptions {
   stripeWindow?: number;
   retryMs?: number;
   maxLagBytes?: number;
+  retainBytes?: number;
 }
 
 export interface Rig {
@@ -238,6 +245,7 @@ export async function rig(o: RigOptions): Promise<Rig> {
     relays: relays.map((r) => ({ name: r.name, unitId: r.unitId })), secondary: { name: 'sec', unitId: SECONDARY_UNIT },
     generation: o.generation ?? 1, sequence: 0, random: () => sim.random.float(),
     stripeBytes: o.stripeBytes, stripeWindow: o.stripeWindow, retryMs: o.retryMs, maxLagBytes: o.maxLagBytes,
+    retainBytes: o.retainBytes,
   });
   // The node's connection manager: tell the mirroring when a link is up, and when it went down.
   const links = new Map<string, PeerLink>([['sec', direct.a], ...relays.map((r) => [r.name, r.fromPrimary.a] as [string, PeerLink])]);
