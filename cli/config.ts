@@ -180,11 +180,32 @@ export function fieldPath(path: readonly PropertyKey[]): string {
   return out || '(top level)';
 }
 
+/** zod's issues as `field: problem` lines (what ConfigError lists). */
+export function describeIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.flatMap((i) => flattenIssue(i, []));
+}
+
+/**
+ * A value that matches no alternative of a union (a WAN profile: a preset name or an object) gets
+ * zod's bare "Invalid input". Report instead the problems of the alternative the value was meant
+ * for: not one that refuses its very type, and of those the one with the fewest problems.
+ */
+function flattenIssue(i: z.core.$ZodIssue, base: readonly PropertyKey[]): string[] {
+  const path = [...base, ...i.path];
+  if (i.code === 'invalid_union' && i.errors.length > 0) {
+    const wrongType = (b: readonly z.core.$ZodIssue[]) => b.some((x) => x.path.length === 0 && (x.code === 'invalid_type' || x.code === 'invalid_value'));
+    const meant = i.errors.filter((b) => !wrongType(b)).sort((a, b) => a.length - b.length)[0];
+    if (meant !== undefined) return meant.flatMap((x) => flattenIssue(x, path));
+    return [`${fieldPath(path)}: ${i.errors.map((b) => b.map((x) => x.message).join(', ')).join('; or ')}`];
+  }
+  return [`${fieldPath(path)}: ${i.message}`];
+}
+
 /** Validate an already-parsed object; `source` names it in errors. Relative paths resolve against `baseDir`. */
 export function validateConfig(raw: unknown, source: string, baseDir: string): NodeConfig {
   const parsed = nodeConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new ConfigError(source, parsed.error.issues.map((i) => `${fieldPath(i.path)}: ${i.message}`));
+    throw new ConfigError(source, describeIssues(parsed.error.issues));
   }
   const config = parsed.data;
   config.node.dataDir = isAbsolute(config.node.dataDir) ? config.node.dataDir : resolve(baseDir, config.node.dataDir);

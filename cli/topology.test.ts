@@ -56,6 +56,16 @@ describe('topology file', () => {
     expect(problems({ ...base, links: [{ between: ['p', 'q'], profile: 'metro' }] }))
       .to.deep.equal(['links[0].between[1]: no node named "q"']);
     expect(problems({ ...base, volumes: [{ ...base.volumes[0], ackMode: 'eventually' }] })[0]).to.match(/^volumes\[0\]\.ackMode: /);
+    // A WAN profile is a preset name or an object: the problems of the one meant, not "Invalid input".
+    expect(problems({ ...base, links: [{ between: ['p', 'r'], profile: { bandwidthBps: -5, jitter: 3 } }] })).to.deep.equal([
+      'links[0].profile.jitter: Invalid input: expected object, received number',
+      'links[0].profile.bandwidthBps: Too small: expected number to be >0',
+    ]);
+    expect(problems({ ...base, links: [{ between: ['p', 'r'], profile: { loss: { model: 'bernoulli', p: 2 } } }] }))
+      .to.deep.equal(['links[0].profile.loss.p: Too big: expected number to be <=1']);
+    expect(problems({ ...base, links: [{ between: ['p', 'r'], profile: 'metr0' }] })).to.deep.equal([
+      'links[0].profile: Invalid option: expected one of "lan"|"metro"|"regional"|"continental"; or Invalid input: expected object, received string',
+    ]);
     // A relay journal that cannot record a host's largest write (4 MiB) would refuse it forever.
     expect(problems({ ...base, nodes: [base.nodes[0], { ...base.nodes[1], journalSize: '4MiB' }, base.nodes[2]] })).to.deep.equal([
       'nodes[1].journalSize: 4 MiB cannot hold two records of the largest write a host may send (4 MiB, the targets\' maximum transfer length): give it at least 9MiB',

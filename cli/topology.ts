@@ -10,7 +10,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_MAX_TRANSFER_BYTES } from '../firmware/controller.js';
 import { journalBytesFor } from '../firmware/relay/journal.js';
-import { ConfigError, fieldPath, readConfigFile, sizeSchema } from './config.js';
+import { ConfigError, describeIssues, readConfigFile, sizeSchema } from './config.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only');
 
@@ -277,7 +277,7 @@ export function checkRelayPlacement(t: Topology): PlacementFinding[] {
 
 export function validateTopology(raw: unknown, source: string, baseDir: string): Topology {
   const parsed = topologySchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(source, parsed.error.issues.map((i) => `${fieldPath(i.path)}: ${i.message}`));
+  if (!parsed.success) throw new ConfigError(source, describeIssues(parsed.error.issues));
   const t = parsed.data;
   t.dataDir = isAbsolute(t.dataDir) ? t.dataDir : resolve(baseDir, t.dataDir);
   for (const n of t.nodes) n.dataDir = n.dataDir === undefined ? resolve(t.dataDir, n.name) : resolve(t.dataDir, n.dataDir);
