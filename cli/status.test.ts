@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { ReplicationStatus } from '../firmware/replication/types.js';
-import { replicationLag, waitingNote, type NodeReport, type StatusReport } from './status.js';
+import { replicationLag, volumeNotes, waitingNote, type NodeReport, type StatusReport } from './status.js';
 import { validateTopology } from './topology.js';
 
 const secondary = (o: Partial<ReplicationStatus>): ReplicationStatus => ({
@@ -11,6 +11,13 @@ describe('kura status: a secondary\'s writes waiting behind a gap', () => {
   it('counts them while the gap is young (reordering between paths)', () => {
     expect(waitingNote(secondary({ waiting: 3 }))).to.equal('3 out of order, waiting');
     expect(waitingNote(secondary({ waiting: 3, missing: { sequence: 42, forMs: 2500 } }))).to.equal('3 out of order, waiting for sequence 42 (2 s)');
+  });
+
+  it('a secondary whose applying stopped on a medium error says so, with the error', () => {
+    expect(volumeNotes(secondary({ failure: 'write failed on medium file:/d/vol0.img at LBA 8: ENOSPC' }))).to.deep.equal([
+      'read-only', 'applying stopped: write failed on medium file:/d/vol0.img at LBA 8: ENOSPC (tried again each second as the writes come again)',
+    ]);
+    expect(volumeNotes(secondary({}))).to.deep.equal(['read-only']);
   });
 
   it('names the way out once the gap has lasted 10 s', () => {

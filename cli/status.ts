@@ -117,16 +117,23 @@ export function waitingNote(v: ReplicationStatus): string {
     : `${note}: if this secondary restarted after a crash in a 'received' ack mode, that write is lost here and the primary will not send it again: kura down, then kura up --resync (a new generation, the whole volume copied)`;
 }
 
+/** The NOTE column of one volume on one node. */
+export function volumeNotes(v: ReplicationStatus): string[] {
+  const notes: string[] = [];
+  if (v.role !== 'primary') notes.push(v.writable ? 'writable (promoted)' : 'read-only');
+  if (v.failure !== undefined) notes.push(`applying stopped: ${v.failure} (tried again each second as the writes come again)`);
+  if (v.waiting) notes.push(waitingNote(v));
+  if (v.resync) notes.push(`resync ${v.resync.state} ${v.resync.totalBlocks ? Math.floor((100 * v.resync.doneBlocks) / v.resync.totalBlocks) : 0}%`);
+  return notes;
+}
+
 function volumeRows(r: StatusReport): string[][] {
   const rows: string[][] = [];
   const lag = new Map((r.replication ?? []).map((l) => [l.volume, l]));
   for (const n of r.nodes) {
     for (const v of n.status?.volumes ?? []) {
       const primary = v.role === 'primary';
-      const notes: string[] = [];
-      if (!primary) notes.push(v.writable ? 'writable (promoted)' : 'read-only');
-      if (v.waiting) notes.push(waitingNote(v));
-      if (v.resync) notes.push(`resync ${v.resync.state} ${v.resync.totalBlocks ? Math.floor((100 * v.resync.doneBlocks) / v.resync.totalBlocks) : 0}%`);
+      const notes = volumeNotes(v);
       rows.push([
         v.volume, n.node, v.role, v.ackMode, `${v.generation}:${v.sequence}`,
         primary ? lagText(lag.get(v.volume), v) : '-',

@@ -338,7 +338,11 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
     // would wait for a file system journal commit).
     const path = join(dataDir, 'journal.img');
     fresh = !existsSync(path);
-    if (fresh) await createZeroedFile(path, me.journalSize);
+    if (fresh) {
+      await createZeroedFile(path, me.journalSize).catch((err: Error) => {
+        throw new Error(`relay "${me.name}": cannot create its journal: ${err.message}: free space there, or give the node a smaller journalSize (at least 9MiB)`, { cause: err });
+      });
+    }
     device = await openFileDevice(path, { size: me.journalSize, create: true, logger: log, inlineSync: true });
   }
   if (fresh) await DeviceJournal.format(device, { journalId: unitIdOf(t, me.name) });

@@ -332,6 +332,10 @@ export async function createZeroedFile(path: string, size: number): Promise<void
   } catch (err) {
     await fh.close().catch(noop);
     await fs.promises.unlink(tmp).catch(noop);
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      const free = fs.statfsSync(dirname(path));
+      throw new Error(`${path}: no room for its ${size} bytes on that file system (${free.bavail * free.bsize} bytes free)`, { cause: err });
+    }
     throw err;
   }
   await fh.close();

@@ -353,6 +353,26 @@ describe('secondary: a medium error', () => {
     const later = await s.sim.run(outcome(s.deliver(inbound({ seq: 3, lba: 8, data: pattern(3, BS), ack: 'durable' }))));
     expect(later.ok).to.equal(false);
     expect(s.states.get(0)!.sequence).to.equal(1);
+    expect(s.unit.status(0).failure).to.match(/EIO/);
+  });
+
+  it('a medium that comes back (a full disk given room): the stream is tried again from its durable watermark and every write is applied in order', async () => {
+    const s = secondaryWorld({ volatileCache: true, timed: true });
+    expect(await s.sim.run(s.deliver(inbound({ seq: 1, lba: 0, data: pattern(1, BS), ack: 'durable' })))).to.equal('durable');
+    s.m.dev.failWrites({ offset: 4 * BS, length: BS }, 'ENOSPC', 1);
+    expect((await s.sim.run(outcome(s.deliver(inbound({ seq: 2, lba: 4, data: pattern(2, BS), ack: 'durable' }))))).ok).to.equal(false);
+    expect(s.unit.status(0).failure).to.match(/ENOSPC/);
+    // Within the retry delay the stream stays stopped: the sender keeps what it holds.
+    expect((await s.sim.run(outcome(s.deliver(inbound({ seq: 2, lba: 4, data: pattern(2, BS), ack: 'durable' }))))).ok).to.equal(false);
+    await s.sim.run(s.sim.sleep(1000));
+    // The sender (a relay holding every record until it is durable here) sends them again.
+    const again = [2, 3].map((seq) => s.deliver(inbound({ seq, lba: 4 * (seq - 1), data: pattern(seq, BS), ack: 'durable' })));
+    expect(await s.sim.run(Promise.all(again))).to.deep.equal(['durable', 'durable']);
+    expect(s.unit.status(0)).to.include({ sequence: 3 });
+    expect(s.unit.status(0).failure).to.equal(undefined);
+    expect(s.states.get(0)!.sequence).to.equal(3);
+    expect(s.m.peek(4, 1).equals(pattern(2, BS))).to.equal(true);
+    expect(s.m.peek(8, 1).equals(pattern(3, BS))).to.equal(true);
   });
 });
 

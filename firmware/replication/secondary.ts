@@ -122,6 +122,9 @@ class Stream {
   duplicates = 0;
   stale = 0;
   failure: Error | null = null;
+  /** When the failure happened (clock time), and when one was last logged. */
+  failedAt = 0;
+  failureLoggedAt = -Infinity;
   /** promote() waiting for the writes in progress. */
   readonly idleWaiters: Array<() => void> = [];
 
@@ -137,6 +140,10 @@ class Stream {
     this.applied = this.committed = this.durable = s?.sequence ?? 0;
   }
 }
+
+/** A stream stopped by a failure is tried again after this, ms; its failure is logged at most this often. */
+const RETRY_AFTER_FAILURE_MS = 1000;
+const FAILURE_LOG_EVERY_MS = 60_000;
 
 export class SecondaryUnit {
   readonly handler: PeerHandler;
@@ -172,6 +179,7 @@ export class SecondaryUnit {
       lagWrites: 0, lagBytes: 0, pendingAck: 0, peers: [], waiting: s.waiting.size, writable: s.promoted,
       appliedBytes: s.appliedBytes,
       ...(s.gap !== undefined ? { missing: { sequence: s.gap.sequence, forMs: this.clock!.now() - s.gap.since } } : {}),
+      ...(s.failure !== null ? { failure: s.failure.message } : {}),
     };
   }
 
@@ -190,7 +198,7 @@ export class SecondaryUnit {
     const s = this.streams.get(w.volume);
     if (s === undefined) throw new Error(`this secondary holds no volume ${w.volume}`);
     if (s.promoted) throw new Error(`volume ${s.v.volume.name} was promoted: it no longer takes replicated writes`);
-    if (s.failure !== null) throw s.failure;
+    if (s.failure !== null && !this.retry(s)) throw s.failure;
     const bs = s.v.volume.blockSize;
     if (w.lba + w.blocks > s.v.volume.blockCount || w.totalLength !== w.blocks * bs) {
       throw new RangeError(`write #${w.id.issue}: ${w.blocks} blocks at LBA ${w.lba} (${w.totalLength} bytes) does not fit volume ${s.v.volume.name}`);
@@ -333,7 +341,11 @@ export class SecondaryUnit {
         const seq = next.seq;
         r.commit({ fua: false }).then(
           () => this.committed(s, gen, seq),
-          (err: unknown) => this.fail(s, err),
+          (err: unknown) => {
+            s.inFlight.delete(issueOf(gen, seq));
+            this.fail(s, err);
+            s.settle();
+          },
         );
       }
     } catch (err) {
@@ -425,10 +437,32 @@ export class SecondaryUnit {
   }
 
   /** A medium error on the secondary: stop the stream (answers fail; the relays keep the data). */
+  /**
+   * A failed stream is tried again once RETRY_AFTER_FAILURE_MS have passed and nothing of the
+   * failed attempt is still running: a full disk gets room, a medium comes back. It starts again
+   * from its durable watermark: what was applied past it may not be on the medium, and every such
+   * write is still held by whoever sent it (a relay keeps a record until it is durable here; the
+   * primary, in remote-durable mode, until then too), so it comes again and is applied in order.
+   */
+  private retry(s: Stream): boolean {
+    if (this.clock === undefined || this.clock.now() - s.failedAt < RETRY_AFTER_FAILURE_MS) return false;
+    if (s.applying || s.inFlight.size > 0 || s.grouping) return false;
+    this.log.info({ volume: s.v.volume.name, from: s.durable + 1, failure: s.failure?.message }, 'applying replicated writes again after a failure');
+    s.failure = null;
+    s.applied = s.committed = s.durable;
+    s.gap = undefined;
+    return true;
+  }
+
   private fail(s: Stream, err: unknown): void {
     const e = err instanceof Error ? err : new Error(String(err));
     assert(e instanceof Error);
-    if (s.failure === null) this.log.error({ err: e, volume: s.v.volume.name }, 'applying replicated writes failed; the stream stops');
+    const now = this.clock?.now() ?? 0;
+    if (s.failure === null && now - s.failureLoggedAt >= FAILURE_LOG_EVERY_MS) {
+      s.failureLoggedAt = now;
+      this.log.error({ err: e, volume: s.v.volume.name }, `applying replicated writes failed; the stream stops, and is tried again in ${RETRY_AFTER_FAILURE_MS} ms as writes come`);
+    }
+    if (s.failure === null) s.failedAt = now;
     s.failure = e;
     // Nothing will be applied: the link's buffers go back (the window is shared with other volumes).
     this.dropWaiting(s);

@@ -79,6 +79,8 @@ export interface ReplicationStatus {
   missing?: { sequence: number; forMs: number };
   /** Secondary: false until `kura promote`. */
   writable?: boolean;
+  /** Secondary: applying stopped on this error (a medium write failed); tried again as writes come. */
+  failure?: string;
   /** A resynchronisation of the whole volume is running or needed (after a crash of the primary). */
   resync?: { state: 'needed' | 'running' | 'done'; doneBlocks: number; totalBlocks: number };
 }
