@@ -140,6 +140,14 @@ const topologyFile = '[file]';
 const fileHelp = 'topology file (default: topologies/default.yaml of this repository)';
 const topo = async () => import('./up.js');
 
+/** A command of ./topology-ops.js on FILE (default: the repository's default topology). */
+function onTopology(file: string | undefined, run: (ops: typeof import('./topology-ops.js'), file: string) => Promise<number>): Promise<void> {
+  return exitWith(async () => {
+    const [ops, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
+    return run(ops, file ?? defaultTopologyFile);
+  });
+}
+
 program.command('up').argument(topologyFile, fileHelp)
   .description('start every node of a topology as its own process on loopback; follows their logs until Ctrl-C, which stops them (primaries first)')
   .option('-d, --detach', 'return once every node answers, leaving them running (stop them with kura down)')
@@ -171,38 +179,25 @@ program.command('promote').argument('<volume>').argument(topologyFile, fileHelp)
   .description('make a volume writable on its secondary (after losing the primary)')
   .option('--node <name>', 'promote on this node instead of the volume\'s secondary')
   .option('--force', 'promote even though a relay still holds writes of the volume (they are given up)')
-  .action((volume: string, file: string | undefined, opts: { node?: string; force?: boolean }) => exitWith(async () => {
-    const [{ promote }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
-    return promote(volume, file ?? defaultTopologyFile, opts);
-  }));
+  .action((volume: string, file: string | undefined, opts: { node?: string; force?: boolean }) => onTopology(file, (ops, f) => ops.promote(volume, f, opts)));
 
 program.command('link')
   .addArgument(new Argument('<action>', 'down: partition the link (nothing gets through); up: heal it').choices(['down', 'up']))
   .argument('<node-a>').argument('<node-b>').argument(topologyFile, fileHelp)
   .description('partition or heal the emulated WAN link between two nodes (both sides are told)')
-  .action((action: 'down' | 'up', a: string, b: string, file: string | undefined) => exitWith(async () => {
-    const [{ link }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
-    return link(action, a, b, file ?? defaultTopologyFile);
-  }));
+  .action((action: 'down' | 'up', a: string, b: string, file: string | undefined) => onTopology(file, (ops, f) => ops.link(action, a, b, f)));
 
 program.command('copy').argument('<volume>').argument(topologyFile, fileHelp)
   .description('backup (000-E1): copy a primary volume (or --lba/--blocks of it) to its secondary through the relays, with progress')
   .option('--lba <n>', 'first block', (v: string) => Number(v))
   .option('--blocks <n>', 'number of blocks (default: to the end)', (v: string) => Number(v))
-  .action((volume: string, file: string | undefined, opts: { lba?: number; blocks?: number }) => exitWith(async () => {
-    const { copy } = await import('./topology-ops.js');
-    const { defaultTopologyFile } = await topo();
-    return copy(volume, file ?? defaultTopologyFile, opts);
-  }));
+  .action((volume: string, file: string | undefined, opts: { lba?: number; blocks?: number }) => onTopology(file, (ops, f) => ops.copy(volume, f, opts)));
 
 program.command('pull').argument('<volume>').argument(topologyFile, fileHelp)
   .description("the volume's secondary asks its relays to forward what they hold (000-NV pull: how a relay with forwarding policy pull forwards)")
   .option('--writes <n>', 'at most this many writes from each relay (default: all it holds now)')
   .option('--bytes <size>', 'at most this many bytes from each relay, e.g. 64MiB (default: all it holds now)')
-  .action((volume: string, file: string | undefined, opts: { writes?: string; bytes?: string }) => exitWith(async () => {
-    const [{ pull }, { defaultTopologyFile }] = await Promise.all([import('./topology-ops.js'), topo()]);
-    return pull(volume, file ?? defaultTopologyFile, opts);
-  }));
+  .action((volume: string, file: string | undefined, opts: { writes?: string; bytes?: string }) => onTopology(file, (ops, f) => ops.pull(volume, f, opts)));
 
 program.command('verify').argument('<volume>').argument(topologyFile, fileHelp)
   .description('compare a volume on its primary and secondary by chunk digests; prints the differing LBA ranges (exit 0 same, 1 different, 2 error)')
