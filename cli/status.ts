@@ -114,7 +114,7 @@ export function waitingNote(v: ReplicationStatus): string {
   const secs = Math.floor(m.forMs / 1000);
   const note = `${v.waiting} out of order, waiting for sequence ${m.sequence} (${secs} s)`;
   return m.forMs < STUCK_GAP_MS ? note
-    : `${note}: if this secondary restarted after a crash in a 'received' ack mode, that write is lost here and the primary will not send it again: kura down, then kura up --resync (a new generation, the whole volume copied)`;
+    : `${note}: that write is lost here and nothing holds it any more (a crash in a 'received' ack mode beyond the primary's retained copies, or with the primary restarted too): kura down, then kura up --resync (a new generation, the whole volume copied)`;
 }
 
 /** The NOTE column of one volume on one node. */

@@ -309,6 +309,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
         await states.save(`replication-${name}`, { generation: st.generation, sequence: m.lastSequence, clean: settled } satisfies PrimaryState);
       }
       await links.close();
+      await secondary?.close().catch((err: unknown) => log.error({ err }, 'secondary: its last checkpoint failed; a restart is sent again what it lacks'));
       await node.stop();
       for (const w of watermarks.values()) await w.close().catch(() => {});
     },

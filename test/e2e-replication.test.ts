@@ -29,9 +29,10 @@ const BS = 512;
 const TARGET = 'iqn.2026-11.dev.kura:vol0';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function spec(name: string, relayStorage?: RelayStorage): TopologySpec {
+/** One relay-durable volume vol0 (its fields changed by `volume`), the relay at 100 km, the secondary at 500 km. */
+function spec(name: string, relayStorage?: RelayStorage, volume: Partial<TopologySpec['volumes'][number]> = {}): TopologySpec {
   const s = relayTopology({ name, relayKm: 100, secondaryKm: 500 }, ['relay-durable'], { bandwidthBps: 1e9, volumeSize: '32MiB', relayStorage });
-  s.volumes[0]!.name = 'vol0';
+  Object.assign(s.volumes[0]!, { name: 'vol0' }, volume);
   return s;
 }
 
@@ -71,6 +72,18 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 
 async function secondaryVolume(t: RunningTopology) {
   return (await t.nodeStatus('secondary')).volumes.find((v) => v.volume === 'vol0')!;
+}
+
+/** Writes n .. n+19 of the history, one at a time, within 20 s; then the secondary applies all n + 20. */
+async function twentyMore(t: RunningTopology, c: IscsiClient, n: number, what: string) {
+  const started = Date.now();
+  for (let i = n; i < n + 20; i++) await c.write(8 * i, BS, block(i));
+  c.close();
+  expect(Date.now() - started, what).to.be.below(20000);
+  return until('the secondary applies every write', async () => {
+    const v = await secondaryVolume(t);
+    return v.sequence === n + 20 ? v : undefined;
+  }, 30000);
 }
 
 async function relayBacklog(t: RunningTopology): Promise<number> {
@@ -130,14 +143,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     process.kill(pidOf(t, 'relay'), 'SIGKILL');
     // Before, the secondary waited for sequence 1 (in the dead relay's journal) and took nothing
     // more: these writes, falling back to the direct link, never completed.
-    const started = Date.now();
-    for (let i = n; i < n + 20; i++) await c.write(8 * i, BS, block(i));
-    c.close();
-    expect(Date.now() - started, 'host writes complete without the relay').to.be.below(20000);
-    const sec = await until('the secondary applies every write', async () => {
-      const v = await secondaryVolume(t!);
-      return v.sequence === n + 20 ? v : undefined;
-    }, 30000);
+    const sec = await twentyMore(t, c, n, 'host writes complete without the relay');
     expect(sec.appliedBytes, 'each write applied once').to.equal((n + 20) * 8 * BS);
     const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(v.code, v.stdout + v.stderr).to.equal(0);
@@ -180,6 +186,30 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     }
     expect(k, `the prefix (${k} writes) holds every acknowledged write (${acked.length})`).to.be.at.least(acked.length);
     expect(sec.sequence).to.equal(k);
+  });
+
+  it('a secondary killed in remote-received mode right after answering: restarted, it is sent again what it had not made durable; host writes complete and the volumes verify', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-sec-crash-'), spec('secondary-crash', undefined, { ackMode: 'remote-received' }));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const c = await client(t, 'primary');
+    const n = 100;
+    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+    // Acknowledged on 'received': the secondary checkpoints them within 100 ms, and dies before.
+    process.kill(pidOf(t, 'secondary'), 'SIGKILL');
+    await sleep(300);
+    const mark = await RecordFile.open(path.join(t.dataDir, 'secondary', 'state', 'applied-vol0.rec'));
+    const kept = ((mark.load() as { sequence?: number } | undefined)?.sequence) ?? 0;
+    await mark.close();
+    expect(kept, 'the killed secondary had not made every answered write durable').to.be.below(n);
+    await kura(cli, ['up', t.file, '--detach', '--node', 'secondary']);
+    // Before, the restarted secondary waited for sequence kept + 1 for good: these were answered
+    // ('received') and never applied.
+    const sec = await twentyMore(t, c, n, 'host writes complete once the secondary is back');
+    expect(sec.waiting).to.equal(0);
+    const p = (await t.nodeStatus('primary')).volumes.find((v) => v.volume === 'vol0')!;
+    expect(p.resends, 'the retained copies were sent again').to.be.at.least(n - kept);
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
   });
 
   it('a secondary that lost writes it had answered waits behind the gap, says so, and kura up --resync repairs it (new generation, whole copy)', async () => {
@@ -279,9 +309,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
   });
 
   it('transfer fidelity: every link of the volume runs the seed\'s per-write handshake; writes replicate and verify', async () => {
-    const s = spec('fidelity');
-    s.volumes[0]!.transfer = 'fidelity';
-    t = await startTopology(cli, tempDir('kura-repl-fidelity-'), s);
+    t = await startTopology(cli, tempDir('kura-repl-fidelity-'), spec('fidelity', undefined, { transfer: 'fidelity' }));
     await waitPeersUp(t, 'primary', ['vol0']);
     const c = await client(t, 'primary');
     await Promise.all(Array.from({ length: 40 }, (_, i) => c.write(8 * i, BS, block(i))));
@@ -298,9 +326,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
   });
 
   it('forwarding policy pull: the relay holds every write until kura pull asks, then forwards what was asked', async () => {
-    const s = spec('pull');
-    s.volumes[0]!.forwarding = { policy: 'pull' };
-    t = await startTopology(cli, tempDir('kura-repl-pull-'), s);
+    t = await startTopology(cli, tempDir('kura-repl-pull-'), spec('pull', undefined, { forwarding: { policy: 'pull' } }));
     await waitPeersUp(t, 'primary', ['vol0']);
     const c = await client(t, 'primary');
     const n = 30;

@@ -324,6 +324,32 @@ describe('mirroring: a relay lost with writes it answered and had not forwarded'
   });
 });
 
+describe('mirroring: a secondary that crashed after answering "received"', () => {
+  it('is sent the retained copies again when its link is back, fills what it lost, and later host writes complete', async () => {
+    // A slow medium: the secondary answers 'received' long before anything is on its disk.
+    const r = await rig({ ackMode: 'remote-received', retryMs: 50, secondaryMs: 2, secondaryLatency: 30, secondaryVolatileCache: true });
+    await r.sim.run(Promise.all([1, 2, 3].map((i) => r.write(4 * (i - 1), pattern(i, 4 * BS)))));
+    expect(r.states.get(0)).to.equal(undefined);
+    await r.crashSecondary();
+    expect(r.unit.status(0).sequence, 'the restarted secondary lost all three').to.equal(0);
+    // Without the resend this write would wait behind sequences 1-3 at the secondary for good.
+    await r.sim.run(r.write(12, pattern(4, 4 * BS)));
+    await r.drain();
+    expect(r.mirroring.status().resends).to.equal(3);
+    expect(r.unit.status(0)).to.include({ sequence: 4, waiting: 0 });
+    expect(same(r, 16)).to.equal(true);
+  });
+
+  it('remote-durable answers are not retained: the watermark already covers them', async () => {
+    const r = await rig({ ackMode: 'remote-durable', retryMs: 50, secondaryMs: 2 });
+    await r.sim.run(Promise.all([1, 2].map((i) => r.write(4 * (i - 1), pattern(i, 4 * BS)))));
+    await r.crashSecondary();
+    await r.sim.run(r.write(8, pattern(3, 4 * BS)));
+    expect(r.mirroring.status().resends).to.equal(0);
+    expect(same(r, 12)).to.equal(true);
+  });
+});
+
 describe('mirroring: paths coming back', () => {
   it('writes queued while no path is up go out once a link comes back (handed over while it is still connecting)', async () => {
     const r = await rig({ ackMode: 'relay-received', relays: [{ ...NEAR }], retryMs: 50 });

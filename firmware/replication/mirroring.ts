@@ -25,7 +25,10 @@
  * back. So the copies of the latest writes a relay answered (up to retainBytes) are kept, and when
  * that relay's link is lost they are sent again, straight to the secondary or through another
  * relay: the secondary fills its gap and applies the rest once, and host writes, which fall back to
- * those paths, keep completing while the relay is gone.
+ * those paths, keep completing while the relay is gone. Likewise for the secondary's own answer
+ * 'received' (the received ack modes and local, sent straight to it): a secondary process that
+ * crashes loses what it had not checkpointed yet (secondary.ts, CHECKPOINT_MS/_BYTES), and the
+ * copies go to it again when its link is back, ahead of every later write.
  *
  * Ordering: the host's answer for sequence s waits until every sequence <= s reached the ack
  * point (see types.ts: that is what keeps every acknowledged write inside the secondary's prefix).
@@ -134,7 +137,7 @@ interface Pending {
   sends: number;
   /** Waiting in the queue. */
   queued: boolean;
-  /** The relay whose answer acknowledged it, while its copy is retained for that relay's loss. */
+  /** The relay (or the secondary, answering 'received') whose answer acknowledged it, while its copy is retained for that path's loss. */
   heldBy: Path | undefined;
 }
 
@@ -187,7 +190,7 @@ export class Mirroring {
   private readonly copies = new CopyPool(32 * 2 ** 20);
   private sends = 0;
   private resends = 0;
-  /** Writes answered by a relay whose copies are kept (heldBy set), oldest first. */
+  /** Writes answered by a relay, or by the secondary on receipt, whose copies are kept (heldBy set), oldest first. */
   private readonly retained = new Ring<Pending>();
   private retainedBytes = 0;
   private readonly retainBytes: number;
@@ -227,7 +230,7 @@ export class Mirroring {
     p.link = link;
     if (link === undefined) {
       p.state = 'down';
-      if (p.kind === 'relay') this.sendAgainWhatHeld(p);
+      this.sendAgainWhatHeld(p);
       return;
     }
     p.state = link.isOpen ? 'up' : 'connecting';
@@ -459,7 +462,7 @@ export class Mirroring {
   private acked(p: Pending, path: Path): void {
     if (p.acked) return; // same data to all relays: the first answer decides, later ones are ignored
     p.acked = true;
-    if (path.kind === 'relay' && this.retainBytes > 0) this.retain(p, path);
+    if (this.retainBytes > 0 && (path.kind === 'relay' || this.ackFor(p, path) === 'received')) this.retain(p, path);
     this.done(p);
     this.pending.delete(p.seq);
     this.lagBytes -= p.data.length;
@@ -469,9 +472,9 @@ export class Mirroring {
     while (this.roomWaiters.length > 0 && this.lagBytes <= this.maxLagBytes) this.roomWaiters.shift()!();
   }
 
-  /** Keep p's copy for `relay`'s loss; the oldest retained copies go beyond retainBytes. */
-  private retain(p: Pending, relay: Path): void {
-    p.heldBy = relay;
+  /** Keep p's copy for the loss of `path`, which answered it; the oldest retained copies go beyond retainBytes. */
+  private retain(p: Pending, path: Path): void {
+    p.heldBy = path;
     this.retained.push(p);
     this.retainedBytes += p.data.length;
     while (this.retainedBytes > this.retainBytes) this.unretain(this.retained.shift()!);
@@ -484,23 +487,26 @@ export class Mirroring {
   }
 
   /**
-   * `relay` is lost: what it answered may never reach the secondary from it. Send the retained
-   * copies it answered again, in sequence order, by the paths still up (the secondary ignores any
-   * it already applied); they stay retained, held by the path that answers them next.
+   * The link to `lost` is: what it answered may never reach the secondary from it (a relay), or may
+   * be gone with the secondary's process (answered 'received'). Send the retained copies it
+   * answered again, in sequence order, by the paths up now or once one is (the secondary ignores
+   * any it already applied); they stay retained, held by the path that answers them next.
    */
-  private sendAgainWhatHeld(relay: Path): void {
+  private sendAgainWhatHeld(lost: Path): void {
     let writes = 0;
     let bytes = 0;
     for (let i = 0; i < this.retained.length; i++) {
       const p = this.retained.at(i)!;
-      if (p.heldBy !== relay || p.queued || p.sends > 0) continue;
+      if (p.heldBy !== lost || p.queued || p.sends > 0) continue;
       this.enqueue(p);
       writes++;
       bytes += p.data.length;
     }
     if (writes === 0) return;
     this.resends += writes;
-    this.log.warn({ relay: relay.name, writes, bytes }, 'relay link lost: sending the writes it answered most recently again, by the other paths');
+    this.log.warn({ [lost.kind]: lost.name, writes, bytes }, lost.kind === 'relay'
+      ? 'relay link lost: sending the writes it answered most recently again, by the other paths'
+      : 'secondary link lost: sending the writes it answered \'received\' most recently again once a path is up (what its process had not made durable)');
     this.pump();
     if (this.queue.length > 0) this.retrySoon();
   }

@@ -212,6 +212,12 @@ export interface Rig {
    * manager may do, while its handshake is still under way.
    */
   reconnect(relay: FakeRelay): LinkPair;
+  /**
+   * The secondary's process crashes with its machine (power loss: what its medium had not flushed
+   * is gone, with the direct link) and starts again from its persisted watermark on a new direct
+   * link; `unit` is the new one. Relays' links to it are not remade (tests of this use none).
+   */
+  crashSecondary(): Promise<void>;
 }
 
 export async function rig(o: RigOptions): Promise<Rig> {
@@ -221,13 +227,15 @@ export async function rig(o: RigOptions): Promise<Rig> {
   const primary = medium(sim, { unitId: PRIMARY_UNIT, name: 'primary', blockCount, latency: o.primaryLatency, maxTransferBlocks: o.maxTransferBlocks });
   const secondary = medium(sim, { unitId: SECONDARY_UNIT, name: 'secondary', blockCount, latency: o.secondaryLatency, volatileCache: o.secondaryVolatileCache });
   const states = new Map<number, AppliedState>();
-  const unit = new SecondaryUnit({
-    volumes: [{ index: 0, volume: secondary.vol, state: undefined }],
+  const secondaryUnit = (): SecondaryUnit => new SecondaryUnit({
+    clock: sim.clock,
+    volumes: [{ index: 0, volume: secondary.vol, state: states.get(0) }],
     persist: async (index, state) => {
       await sim.sleep(o.persistMs ?? 0.5);
       states.set(index, { ...state });
     },
   });
+  const unit = secondaryUnit();
   const relays = (o.relays ?? []).map((spec, i) => new FakeRelay(sim, `r${i}`, RELAY_UNIT + i, spec));
   const pair = (latencyMs: number, a: number, b: number, handler: PeerHandler | undefined): LinkPair =>
     linkPair({ clock: sim.clock, random, pipe: { latencyMs }, a: { unitId: a }, b: { unitId: b, handler } });
@@ -259,7 +267,7 @@ export async function rig(o: RigOptions): Promise<Rig> {
   for (const [name, link] of [...links]) handOver(name, link);
   const vol = mirroredVolume(primary.vol, mirroring);
   const generation = o.generation ?? 1;
-  return {
+  const r: Rig = {
     sim, primary, vol, mirroring, relays, direct, secondary, unit, states,
     write: (lba, data, fua = false) => writeBlocks(vol, lba, data, fua).then(() => sim.now()),
     drain: (withinMs) => until(sim, () => {
@@ -273,7 +281,17 @@ export async function rig(o: RigOptions): Promise<Rig> {
       handOver(relay.name, relay.fromPrimary.a);
       return relay.fromPrimary;
     },
+    crashSecondary: async () => {
+      r.direct.pb.destroy();
+      secondary.dev.crash();
+      // The primary notices the reset before it dials the new process.
+      await sim.run(r.direct.a.closed);
+      r.unit = secondaryUnit();
+      r.direct = pair(o.secondaryMs ?? 10, PRIMARY_UNIT, SECONDARY_UNIT, r.unit.handler);
+      handOver('sec', r.direct.a);
+    },
   };
+  return r;
 }
 
 /** A write as a SecondaryUnit's handler sees it (for driving it without links). */

@@ -11,7 +11,10 @@
  * persisted (group-committed: one flush and one watermark write cover every write done by then).
  * A relay releases its journal record only on 'durable', and it is never answered for a sequence
  * above the persisted watermark, so after a crash of this unit everything above the watermark is
- * still held by a relay and arrives again, to be applied again in order.
+ * still held by a relay and arrives again, to be applied again in order. Writes only asked
+ * 'received' (the primary's direct sends in the received ack modes) are checkpointed too, within
+ * CHECKPOINT_MS or every CHECKPOINT_BYTES: what a crash of this unit loses of them is then a short
+ * tail, which the primary still holds copies of and sends again when the link comes back.
  *
  * Generations: a write of a newer generation (the primary restarted after a crash) ends the old
  * one: what waited behind a gap is dropped, stragglers of the old generation are answered and
@@ -22,11 +25,19 @@ import { nullLogger, type Logger } from '../../hal/types.js';
 import type { Durability, InboundWrite } from '../peer/inbound-write.js';
 import type { PeerHandler } from '../peer/link-types.js';
 import type { ControllerVolume } from '../communication-unit.js';
-import type { Clock } from '../../hal/clock.js';
+import type { Clock, Timer } from '../../hal/clock.js';
 import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
 
 /** A gap this old is no reordering between paths: something lost the write (status and log say so). */
 export const STUCK_GAP_MS = 10_000;
+
+/**
+ * Applied writes nobody asked 'durable' for are made durable (flush and watermark) at least this
+ * often and every this many bytes: it bounds what a crash of this unit loses to what the primary
+ * keeps copies of (mirroring.ts, retainBytes: 64 MiB by default).
+ */
+export const CHECKPOINT_MS = 100;
+export const CHECKPOINT_BYTES = 8 * 2 ** 20;
 
 /** What the secondary persists per volume (the applied watermark). */
 export interface AppliedState {
@@ -116,6 +127,9 @@ class Stream {
   readonly assemblies = new Map<number, Assembly>();
   applying = false;
   grouping = false;
+  /** appliedBytes when the last group commit started; the checkpoint timer while one is due. */
+  groupedBytes = 0;
+  checkpoint: Timer | undefined;
   promoted = false;
   appliedBytes = 0;
   received = 0;
@@ -151,6 +165,7 @@ export class SecondaryUnit {
   private readonly streams = new Map<number, Stream>();
   private readonly maxWaitingBytes: number;
   private readonly clock: Clock | undefined;
+  private closed = false;
 
   constructor(private readonly o: SecondaryOptions) {
     this.log = (o.logger ?? nullLogger).child({ module: 'secondary' });
@@ -164,12 +179,32 @@ export class SecondaryUnit {
   async promote(index: number): Promise<{ sequence: number; dropped: number }> {
     const s = this.stream(index);
     s.promoted = true;
+    s.checkpoint?.cancel();
+    s.checkpoint = undefined;
     const dropped = s.waiting.size;
     this.drop(s);
     while (s.applying || s.inFlight.size > 0 || s.grouping) await new Promise<void>((r) => s.idleWaiters.push(r));
     await s.v.volume.flush();
     this.log.info({ volume: s.v.volume.name, sequence: s.applied, dropped }, 'promoted: no longer applying replicated writes');
     return { sequence: s.applied, dropped };
+  }
+
+  /**
+   * A clean stop (links closed first): make what was applied durable and say so in the watermarks,
+   * so that a restart is not sent again what it already holds; no checkpoint fires after this.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const s of this.streams.values()) {
+      s.checkpoint?.cancel();
+      s.checkpoint = undefined;
+      while (s.applying || s.inFlight.size > 0 || s.grouping) await new Promise<void>((r) => s.idleWaiters.push(r));
+      if (s.committed > s.durable && s.failure === null) {
+        await s.v.volume.flush();
+        await this.o.persist(s.v.index, { sourceUnit: s.sourceUnit, generation: s.generation, sequence: s.committed });
+        s.durable = s.committed;
+      }
+    }
   }
 
   status(index: number): ReplicationStatus {
@@ -265,7 +300,7 @@ export class SecondaryUnit {
       return ack === 'durable' ? this.whenDurable(s, seq) : 'received';
     }
     if (s.waitingBytes + data.length > this.maxWaitingBytes && seq !== s.applied + 1) {
-      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first (if this secondary restarted after a crash in a 'received' ack mode, the primary will not send it again: kura down, then kura up --resync)`);
+      throw new Error(`volume ${s.v.volume.name}: ${s.waitingBytes} bytes wait behind sequence ${s.applied + 1}; send that first (if this secondary lost it in a crash and nothing holds it any more, kura down, then kura up --resync)`);
     }
     // Own the bytes: the link's buffer goes back to the sender's window when we answer. Unless no
     // write is missing below this one: then it is applied without waiting for anything the sender
@@ -294,7 +329,8 @@ export class SecondaryUnit {
 
   /**
    * Writes wait and the next sequence is not among them: a gap, timed from when it opened (a
-   * crashed secondary loses what it had only received, which the primary will not send again).
+   * crashed secondary loses what it had only received and not checkpointed; the primary sends its
+   * retained copies again, and a gap that stays is one they did not cover).
    */
   private timeGap(s: Stream): void {
     const missing = s.applied + 1;
@@ -308,7 +344,7 @@ export class SecondaryUnit {
     if (gap.logged || now - gap.since < STUCK_GAP_MS) return;
     gap.logged = true;
     this.log.warn({ volume: s.v.volume.name, missing, waiting: s.waiting.size, forMs: now - gap.since },
-      'writes wait behind a sequence that has not come for 10 s: if this secondary restarted after a crash in a \'received\' ack mode, it lost that write and the primary will not send it again; kura down, then kura up --resync');
+      'writes wait behind a sequence that has not come for 10 s: this secondary lost it (a crash in a \'received\' ack mode beyond the primary\'s retained copies, or with the primary restarted too) and nothing will send it again; kura down, then kura up --resync');
   }
 
   /** Every sequence from the next to apply up to `seq` (excluded) is here, waiting. */
@@ -377,10 +413,26 @@ export class SecondaryUnit {
     });
   }
 
-  /** Group commit: one flush and one watermark write for every write completed by now. */
-  private group(s: Stream): void {
-    if (s.grouping || s.committed <= s.durable || s.durableWaiters.length === 0) return;
+  /**
+   * Group commit: one flush and one watermark write for every write completed by now. It starts
+   * when somebody waits for 'durable', or as a checkpoint (CHECKPOINT_BYTES applied since the last
+   * one, or CHECKPOINT_MS after a write was completed without anybody waiting).
+   */
+  private group(s: Stream, checkpoint = false): void {
+    if (s.grouping || s.committed <= s.durable) return;
+    if (s.durableWaiters.length === 0 && !checkpoint && s.appliedBytes - s.groupedBytes < CHECKPOINT_BYTES) {
+      if (s.checkpoint === undefined && this.clock !== undefined && !this.closed) {
+        s.checkpoint = this.clock.setTimer(CHECKPOINT_MS, () => {
+          s.checkpoint = undefined;
+          this.group(s, true);
+        });
+      }
+      return;
+    }
+    s.checkpoint?.cancel();
+    s.checkpoint = undefined;
     s.grouping = true;
+    s.groupedBytes = s.appliedBytes;
     const target = s.committed;
     const gen = s.generation;
     const state: AppliedState = { sourceUnit: s.sourceUnit, generation: gen, sequence: target };
