@@ -15,7 +15,7 @@ import { startAdminServer, type AdminHandlers, type AdminServer, type NodeStatus
 import { ConfigError } from './config.js';
 import { collectStatus, renderStatus, statusCommand } from './status.js';
 import { link, promote } from './topology-ops.js';
-import { kuraCommand, loadChecked, renderLogLine, startGroups, up, type Io } from './up.js';
+import { alive, kuraCommand, loadChecked, renderLogLine, startGroups, up, type Io } from './up.js';
 import { differingRanges, mergeRanges, progressBar, verify } from './verify.js';
 import { tempDir } from '../test/support/temp-dir.js';
 
@@ -307,6 +307,30 @@ describe('kura up / down / status / promote / link / verify', () => {
       const after = await kura('status', '--json', file);
       expect((JSON.parse(after.stdout) as { nodes: { up: boolean }[] }).nodes.every((n) => !n.up)).to.equal(true);
       expect(existsSync(join(loadChecked(file).dataDir, 'run', 'primary.pid'))).to.equal(false);
+    });
+
+    it('kura down stops the nodes of a topology file that no longer validates, by the pids its run directory records', async () => {
+      const file = topologyFile([await freePort(), await freePort(), await freePort(), await freePort(), await freePort()]);
+      const [cmd, ...pre] = kuraCommand();
+      const kura = (...args: string[]) => run(cmd!, [...pre, ...args], { timeoutMs: 150_000 });
+      const started = await kura('up', '--detach', '--timeout', '120', file);
+      expect(started.code, started.stderr + started.stdout).to.equal(0);
+      const run_ = join(loadChecked(file).dataDir, 'run');
+      const pids = ['primary', 'relay1', 'secondary'].map((n) => Number(readFileSync(join(run_, `${n}.pid`), 'utf8')));
+      // Edited while the nodes run: the file is now invalid.
+      writeFileSync(file, readFileSync(file, 'utf8').replace('small-test-psk-0123456789', 'short'));
+      const stopped = await kura('down', file);
+      expect(stopped.code, stopped.stderr).to.equal(0);
+      expect(stopped.stderr).to.include('psk: must be at least 16 characters');
+      expect(stopped.stderr).to.include(`stopping the nodes recorded in ${run_} by their pids`);
+      expect(stopped.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[0])).to.deep.equal(['primary', 'relay1', 'secondary']);
+      expect(stopped.stdout).to.match(/primary: stopped by SIGTERM \(pid \d+\)/);
+      for (const pid of pids) expect(alive(pid), `pid ${pid} is gone`).to.equal(false);
+      expect(existsSync(join(run_, 'primary.pid'))).to.equal(false);
+      // Nothing recorded any more: the validation error alone, exit 2.
+      const again = await kura('down', file);
+      expect(again.code).to.equal(2);
+      expect(again.stderr).to.include('psk: must be at least 16 characters');
     });
   });
 });

@@ -8,12 +8,12 @@
  * `promote`, `link` and `verify` reach it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AdminClientError, adminClient, adminSocketPath, findAdminSocket, type NodeStatus } from './admin.js';
-import { ConfigError } from './config.js';
+import { ConfigError, readConfigFile } from './config.js';
 import { topologyLinks } from './topology-network.js';
 import { checkRelayPlacement, loadTopology, type Topology, type TopologyNode } from './topology.js';
 
@@ -412,7 +412,82 @@ async function foreground(t: Topology, spawned: Spawned[], io: Io): Promise<numb
   return died > 0 ? 1 : 0;
 }
 
+/**
+ * Stops the topology's nodes. A file that no longer validates (edited while the nodes run, or a
+ * newer kura with a stricter rule) must not leave them running: its data directory is still read
+ * from it, and the nodes its run directory records are stopped by their pids.
+ */
 export async function down(file: string, io: Io = processIo): Promise<number> {
-  const t = loadChecked(file);
+  let t: Topology;
+  try {
+    t = loadChecked(file);
+  } catch (err) {
+    const recorded = err instanceof ConfigError ? recordedNodes(file) : undefined;
+    if (recorded === undefined || recorded.nodes.length === 0) throw err;
+    io.err(`${err instanceof Error ? err.message : String(err)}
+kura: stopping the nodes recorded in ${recorded.runDir} by their pids instead (SIGTERM: each stops cleanly)
+`);
+    return stopRecorded(recorded, io);
+  }
   return stopAll(t, io);
+}
+
+interface Recorded {
+  runDir: string;
+  /** Node names with a pid file, the primaries of the file's volumes first. */
+  nodes: string[];
+}
+
+/** What an invalid topology file's run directory records, if the file still names its data directory. */
+function recordedNodes(file: string): Recorded | undefined {
+  let raw: unknown;
+  try {
+    raw = readConfigFile(file);
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const o = raw as { dataDir?: unknown; volumes?: unknown };
+  const dataDir = typeof o.dataDir === 'string' ? o.dataDir : 'data';
+  const dir = join(resolve(dirname(resolve(file)), dataDir), 'run');
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((f) => f.endsWith('.pid')).map((f) => f.slice(0, -'.pid'.length));
+  } catch {
+    return undefined;
+  }
+  const primaries = new Set(Array.isArray(o.volumes) ? o.volumes.map((v: unknown) => (v as { primary?: unknown } | null)?.primary).filter((x): x is string => typeof x === 'string') : []);
+  names.sort((a, b) => Number(primaries.has(b)) - Number(primaries.has(a)) || a.localeCompare(b));
+  return { runDir: dir, nodes: names };
+}
+
+async function stopRecorded(r: Recorded, io: Io): Promise<number> {
+  let failed = 0;
+  for (const name of r.nodes) {
+    const file = join(r.runDir, `${name}.pid`);
+    try {
+      io.out(`${name}: ${await stopByPid(Number(readFileSync(file, 'utf8').trim()), name)}\n`);
+      rmSync(file, { force: true });
+    } catch (err) {
+      failed++;
+      io.err(`kura: ${name}: could not stop: ${(err as Error).message}\n`);
+    }
+  }
+  if (failed === 0) rmSync(join(r.runDir, 'up.json'), { force: true });
+  return failed === 0 ? 0 : 1;
+}
+
+/** SIGTERM (a node's clean stop), then SIGKILL after 20 s. */
+async function stopByPid(pid: number, name: string): Promise<string> {
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid) || !isNodeProcess(pid, name)) return 'not running';
+  try {
+    process.kill(pid, 'SIGTERM');
+    if (await waitGone(pid, 20_000)) return `stopped by SIGTERM (pid ${pid})`;
+    process.kill(pid, 'SIGKILL');
+    await waitGone(pid, 5000);
+    return `killed with SIGKILL after 20 s (pid ${pid})`;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return `stopped (pid ${pid})`;
+    throw err;
+  }
 }
