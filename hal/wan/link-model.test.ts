@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { Random } from '../sim/random.js';
 import { VirtualClock } from '../sim/virtual-clock.js';
 import { GilbertElliott, jitterSampler } from './impairments.js';
-import { LinkModel, STREAM_RESET, type LinkEvent } from './link-model.js';
+import { DUPTHRESH, LinkModel, STREAM_RESET, type LinkEvent } from './link-model.js';
 import { PRESETS, distanceKm, fiberDelayMs, oneWayDelayMs, resolveProfile, type WanProfile } from './profiles.js';
 
 function link(profile: WanProfile, seed = 7, trace?: (e: LinkEvent) => void): { clock: VirtualClock; model: LinkModel } {
@@ -213,6 +213,41 @@ describe('wan/link-model: loss', () => {
     expect(lostTwice).to.be.above(10);
     expect(blocked).to.be.above(2000); // head-of-line: 200 ms of 1 ms-spaced segments behind each loss
     expect(model.stats.retransmits).to.equal(segs.reduce((a, s) => a + s.retransmits, 0));
+  });
+
+  it('a lost segment with DUPTHRESH segments behind it is fast-retransmitted about one round trip later, not after the RTO; a tail loss still waits for the RTO', () => {
+    const events: LinkEvent[] = [];
+    // 1448-byte segments at 100 Mb/s: 0.11584 ms each on the wire.
+    const { clock, model } = link({ delayMs: 10, bandwidthBps: 1e8, loss: { model: 'bernoulli', p: 0.05 } }, 5, (e) => events.push(e));
+    const wire = 1448 * 8 / 1e8 * 1000;
+    const f = model.newFlow();
+    // Writes of 12 segments, 50 ms apart (the link idle in between).
+    for (let w = 0; w < 400; w++) {
+      for (let k = 11; k >= 0; k--) model.sendSegment(f, 1448, k);
+      clock.advance(50);
+    }
+    const segs = events.filter((e): e is Extract<LinkEvent, { kind: 'segment' }> => e.kind === 'segment');
+    let fast = 0;
+    let tail = 0;
+    let fastFirst = 0;
+    for (let i = 0; i < segs.length; i++) {
+      const s = segs[i]!;
+      const k = i % 12; // its place in the write: 11 - k segments follow it
+      if (s.retransmits > 0 && 11 - k >= DUPTHRESH) fastFirst++;
+      if (s.retransmits !== 1) continue;
+      const finish = s.t + (k + 1) * wire;
+      const prev = i > 0 ? segs[i - 1]!.at : -Infinity;
+      const own = 11 - k >= DUPTHRESH
+        ? finish + DUPTHRESH * wire + 2 * 10 + 10 // dup acks back, then one more trip
+        : finish + 200 + 10;
+      expect(s.at, `segment ${i}`).to.be.closeTo(Math.max(own, prev), 1e-6);
+      if (11 - k >= DUPTHRESH) fast++;
+      else tail++;
+    }
+    expect(fast).to.be.above(100);
+    expect(tail).to.be.above(20);
+    // A fast retransmit lost again waits for the RTO: counted once, as fast, with the others.
+    expect(model.stats.fastRetransmits).to.equal(fastFirst);
   });
 
   it('RTO follows rtt + 4 rttvar when that beats RTO_min; a hopeless segment resets the stream', () => {

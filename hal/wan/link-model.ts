@@ -9,8 +9,10 @@
  * (delay + jitter) -> loss / outage -> (datagrams) reorder, duplicate, corrupt.
  *
  * A stream never reorders: a segment arrives no earlier than the one before it on the same stream,
- * and a lost one arrives a retransmission timeout later (exponential backoff if lost again), holding
- * back every segment behind it (head-of-line blocking), as TCP does.
+ * and a lost one is sent again, holding back every segment behind it (head-of-line blocking), as
+ * TCP does: after about one round trip when at least DUPTHRESH segments follow it in the same
+ * handover (their duplicate acks trigger a fast retransmit), else after the retransmission timeout
+ * (a tail loss); a retransmission lost again waits for the timeout, doubling each time.
  *
  * Besides the scheduled outages, a link can be partitioned at run time (setPartitioned), for as long
  * as nobody knows in advance: a pulled cable. Nothing gets through and nothing is reset; a stream
@@ -28,6 +30,9 @@ export const STREAM_RESET = Number.NEGATIVE_INFINITY;
 
 /** Returned by sendSegment while the link is partitioned: the segment arrives after the heal, time unknown yet. */
 export const PARTITION_HELD = Number.POSITIVE_INFINITY;
+
+/** Duplicate acks that trigger a fast retransmit (TCP's dupthresh, RFC 5681). */
+export const DUPTHRESH = 3;
 
 /** Linux's TCP_RTO_MAX. */
 const RTO_MAX_MS = 120_000;
@@ -63,8 +68,10 @@ export interface OutageWindow {
 export interface LinkStats {
   segments: number;
   segmentBytes: number;
-  /** Stream segment transmissions lost (each cost a retransmission timeout). */
+  /** Stream segment transmissions lost (each cost a retransmission timeout, or a round trip when fast-retransmitted). */
   retransmits: number;
+  /** Of those, the ones recovered by a fast retransmit. */
+  fastRetransmits: number;
   /** Segments delayed by a hold-mode outage or sent during a partition. */
   held: number;
   /** Runtime partitions started (setPartitioned(true)). */
@@ -99,7 +106,7 @@ export class LinkModel {
   readonly profile: ResolvedProfile;
   readonly epochMs: number;
   readonly stats: LinkStats = {
-    segments: 0, segmentBytes: 0, retransmits: 0, held: 0, partitions: 0, resets: 0,
+    segments: 0, segmentBytes: 0, retransmits: 0, fastRetransmits: 0, held: 0, partitions: 0, resets: 0,
     datagrams: 0, datagramBytes: 0, lost: 0, queueDrops: 0, outageDrops: 0, reordered: 0, duplicated: 0, corrupted: 0,
   };
   /** Why the last STREAM_RESET was returned. */
@@ -229,9 +236,10 @@ export class LinkModel {
   /**
    * One stream segment of `bytes`, handed to the link now: the clock time at which it arrives,
    * in order on its flow, STREAM_RESET (see lastResetReason), or PARTITION_HELD (send it again
-   * after the heal).
+   * after the heal). `following`: segments handed over right behind it (the rest of the write):
+   * DUPTHRESH of them make a loss a fast retransmit instead of a timeout.
    */
-  sendSegment(flow: StreamFlow, bytes: number): number {
+  sendSegment(flow: StreamFlow, bytes: number, following = 0): number {
     const now = this.clock.now();
     const down = this.outageAt(now);
     if (down?.mode === 'reset') return this.reset(now, 'WAN link outage');
@@ -262,8 +270,14 @@ export class LinkModel {
         this.stats.retransmits += retransmits - 1;
         return this.reset(now, `segment lost ${retransmits} times`);
       }
-      sentAt += rto;
-      rto = Math.min(rto * 2, RTO_MAX_MS);
+      if (retransmits === 1 && following >= DUPTHRESH) {
+        // The DUPTHRESH-th segment behind it is on the wire, arrives, and its duplicate ack comes back.
+        this.stats.fastRetransmits++;
+        sentAt += DUPTHRESH * bytes * this.msPerByte + 2 * prop;
+      } else {
+        sentAt += rto;
+        rto = Math.min(rto * 2, RTO_MAX_MS);
+      }
       sentAt = this.afterHoldOutages(sentAt, sentAt + prop);
       arrival = sentAt + prop;
     }

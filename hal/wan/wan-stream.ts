@@ -194,7 +194,7 @@ export class WanStream implements StreamTransport {
         while (off < c.length) {
           if (segLeft === 0) {
             const size = remaining < seg ? remaining : seg;
-            at = this.model.sendSegment(this.flow, size);
+            at = this.model.sendSegment(this.flow, size, Math.ceil((remaining - size) / seg));
             if (at === STREAM_RESET) {
               this.reset(this.model.lastResetReason);
               if (done) queueMicrotask(() => done(this.resetError));
@@ -406,7 +406,7 @@ export class WanStream implements StreamTransport {
       while (off < end) {
         if (segLeft === 0) {
           const size = remaining < seg ? remaining : seg;
-          at = this.model.sendSegment(this.flow, size);
+          at = this.model.sendSegment(this.flow, size, Math.ceil((remaining - size) / seg));
           if (at === STREAM_RESET) {
             const unsent = dones.slice(i).filter((d) => d !== undefined);
             this.reset(this.model.lastResetReason);
