@@ -20,6 +20,14 @@ describe('kura status: a secondary\'s writes waiting behind a gap', () => {
     expect(volumeNotes(secondary({}))).to.deep.equal(['read-only']);
   });
 
+  it('a primary names a stalled relay', () => {
+    const peers = [
+      { name: 'relay1', unitId: 2, state: 'up' as const, rttMs: 1.5, outstanding: 1, stalled: true },
+      { name: 'secondary', unitId: 3, state: 'up' as const, rttMs: 7.5, outstanding: 0 },
+    ];
+    expect(volumeNotes(secondary({ role: 'primary', peers }))).to.deep.equal(['relay relay1 answers nothing (1 outstanding): writes go by the other paths']);
+  });
+
   it('names the way out once the gap has lasted 10 s', () => {
     const note = waitingNote(secondary({ waiting: 9, missing: { sequence: 42, forMs: 15_000 } }));
     expect(note).to.match(/^9 out of order, waiting for sequence 42 \(15 s\): /);

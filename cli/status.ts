@@ -121,6 +121,7 @@ export function waitingNote(v: ReplicationStatus): string {
 export function volumeNotes(v: ReplicationStatus): string[] {
   const notes: string[] = [];
   if (v.role !== 'primary') notes.push(v.writable ? 'writable (promoted)' : 'read-only');
+  for (const p of v.peers) if (p.stalled) notes.push(`relay ${p.name} answers nothing (${p.outstanding} outstanding): writes go by the other paths`);
   if (v.failure !== undefined) notes.push(`applying stopped: ${v.failure} (tried again each second as the writes come again)`);
   if (v.waiting) notes.push(waitingNote(v));
   if (v.resync) notes.push(`resync ${v.resync.state} ${v.resync.totalBlocks ? Math.floor((100 * v.resync.doneBlocks) / v.resync.totalBlocks) : 0}%`);

@@ -279,6 +279,33 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(same.code, same.stdout + same.stderr).to.equal(0);
   });
 
+  it('a relay whose journal is full while the secondary is cut off from it: host writes go straight to the secondary; healed, it answers again and the volumes verify', async () => {
+    const s = spec('relay-full');
+    s.nodes.find((n) => n.role === 'relay')!.journalSize = '16MiB';
+    t = await startTopology(cli, tempDir('kura-repl-full-'), s);
+    await waitPeersUp(t, 'primary', ['vol0']);
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
+    const c = await client(t, 'primary');
+    const mib = Buffer.alloc(2048 * BS);
+    const started = Date.now();
+    // 32 MiB (the whole volume) through a 16 MiB journal that cannot forward: before, the writes
+    // stopped once it was full.
+    for (let i = 0; i < 32; i++) await c.write(2048 * i, BS, mib.fill(i + 1));
+    expect(Date.now() - started, 'host writes complete').to.be.below(30000);
+    const p = (await t.nodeStatus('primary')).volumes.find((v) => v.volume === 'vol0')!;
+    expect(p.peers.find((x) => x.name === 'relay')).to.include({ stalled: true });
+    const shown = await kuraRun(cli, ['status', t.file], 30000);
+    expect(shown.stdout).to.contain('relay relay answers nothing');
+    await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
+    await c.write(0, BS, mib.fill(99));
+    c.close();
+    await waitDrained(t, 'primary', 'vol0', 60000);
+    const healed = (await t.nodeStatus('primary')).volumes.find((v) => v.volume === 'vol0')!;
+    expect(healed.peers.find((x) => x.name === 'relay')!.stalled, 'it answers again').to.equal(undefined);
+    const v = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
+    expect(v.code, v.stdout + v.stderr).to.equal(0);
+  });
+
   it('two volumes through one relay reuse issue numbers: the relay holds and forwards both volumes\' writes; healed, each verifies identical', async () => {
     // Each volume numbers its writes from 1: while the relay still holds vol0's writes, vol1's
     // with the same numbers arrive. They are other writes, not copies of vol0's.

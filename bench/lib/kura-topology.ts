@@ -43,6 +43,8 @@ export interface NodeSpec {
   km: number;
   /** A relay's non-volatile storage (000-NV; the topology's default, the disk journal, if unset). */
   storage?: RelayStorage;
+  /** A relay's journal size (the topology's journalSize), default the topology's. */
+  journalSize?: string;
 }
 
 export type RelayStorage = (TopologyNode & { role: 'relay' })['storage'];
@@ -152,7 +154,7 @@ export async function topologyYaml(spec: TopologySpec, dataDir: string): Promise
     sites: spec.nodes.map((n) => ({ name: `site-${n.name}`, lat: Number(latitudeForKm(n.km).toFixed(9)), lon: 0, disasterRadiusKm: spec.disasterRadiusKm })),
     nodes: spec.nodes.map((n) => {
       const peer = `${host}:${ports.shift()!}`;
-      if (n.role === 'relay') return { role: 'relay', name: n.name, site: `site-${n.name}`, peer, ...(n.storage ? { storage: n.storage } : {}) };
+      if (n.role === 'relay') return { role: 'relay', name: n.name, site: `site-${n.name}`, peer, ...(n.storage ? { storage: n.storage } : {}), ...(n.journalSize ? { journalSize: n.journalSize } : {}) };
       const port = ports.shift()!;
       iscsi.set(n.name, { host, port });
       return { role: 'controller', name: n.name, site: `site-${n.name}`, iscsi: `${host}:${port}`, peer };

@@ -324,6 +324,36 @@ describe('mirroring: a relay lost with writes it answered and had not forwarded'
   });
 });
 
+describe('mirroring: a relay that answers nothing (its journal full, the secondary unreachable from it)', () => {
+  const stuck: RelaySpec = { oneWayMs: 1, toSecondaryMs: 9, answerMs: 1e9, forwardMs: 1e9 };
+
+  it('after relayStallMs its writes, and the copies it answered before, go straight to the secondary; later writes too, at once', async () => {
+    const r = await rig({ ackMode: 'relay-durable', relays: [{ ...NEAR, forwardMs: 1e9 }], retryMs: 50, secondaryMs: 10, relayStallMs: 1000 });
+    // Answered by the relay, never forwarded.
+    await r.sim.run(Promise.all([1, 2].map((i) => r.write(4 * (i - 1), pattern(i, 4 * BS)))));
+    r.relays[0]!.spec.answerMs = stuck.answerMs;
+    const t0 = r.sim.now();
+    const done = await r.sim.run(r.write(8, pattern(3, 4 * BS)));
+    // The stall is seen between 1000 and 1500 ms (the watchdog looks every 500 ms); then one direct round trip and the commit.
+    expect(done - t0).to.be.within(1000, 1500 + 25);
+    expect(r.mirroring.status().peers.find((p) => p.name === 'r0')).to.include({ stalled: true, outstanding: 1 });
+    const t1 = r.sim.now();
+    const later = await r.sim.run(r.write(12, pattern(4, 4 * BS)));
+    expect(later - t1).to.be.below(25);
+    expect(r.states.get(0)?.sequence).to.equal(4);
+    expect(same(r, 16)).to.equal(true);
+  });
+
+  it('with no other path up the writes keep waiting for it', async () => {
+    const r = await rig({ ackMode: 'relay-durable', relays: [stuck], retryMs: 50, secondaryMs: 10, relayStallMs: 1000 });
+    r.direct.pa.destroy();
+    await r.sim.run(r.sim.sleep(1));
+    const w = r.write(0, pattern(1, 4 * BS)).then(() => 'done');
+    expect(await r.sim.run(Promise.race([w, r.sim.sleep(5000).then(() => 'waiting')]))).to.equal('waiting');
+    expect(r.relays[0]!.got).to.have.length(1);
+  });
+});
+
 describe('mirroring: a secondary that crashed after answering "received"', () => {
   it('is sent the retained copies again when its link is back, fills what it lost, and later host writes complete', async () => {
     // A slow medium: the secondary answers 'received' long before anything is on its disk.

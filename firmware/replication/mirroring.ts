@@ -74,6 +74,13 @@ export interface MirroringOptions {
   retryMs?: number;
   /** Copies of writes answered by a relay kept to send again if that relay is lost. Default 64 MiB. */
   retainBytes?: number;
+  /**
+   * A relay with writes outstanding that answers none for this long is passed over, and its writes
+   * and retained copies go by the other paths, while another path is up (default 1000 ms): a relay
+   * whose journal is full waits for room, which it gets only from forwarding, and the secondary
+   * may be unreachable from it while the primary still reaches it directly.
+   */
+  relayStallMs?: number;
 }
 
 /** The copy of one host write, shared by its portions (striping); reused once all are done with it. */
@@ -150,6 +157,10 @@ interface Path extends PathConfig {
   inflightBytes: number;
   acked: number;
   failed: number;
+  /** Clock time of its last answer, or of the send that made it busy. */
+  progressAt: number;
+  /** A relay answering nothing (see relayStallMs): passed over while another path is up. */
+  stalled: boolean;
 }
 
 interface Waiter {
@@ -177,6 +188,8 @@ export class Mirroring {
   private readonly secondary: Path | undefined;
   private next = 0;
   private retryTimer: Timer | null = null;
+  private watchdog: Timer | null = null;
+  private readonly relayStallMs: number;
   private closed = false;
   private readonly maxLagBytes: number;
   private readonly stripeBlocks: number;
@@ -201,7 +214,9 @@ export class Mirroring {
     this.generation = o.generation;
     this.sequence = o.sequence;
     this.ackedThrough = o.sequence;
-    const path = (c: PathConfig, kind: Path['kind']): Path => ({ ...c, kind, link: undefined, state: 'connecting', inflight: 0, inflightBytes: 0, acked: 0, failed: 0 });
+    const path = (c: PathConfig, kind: Path['kind']): Path => ({
+      ...c, kind, link: undefined, state: 'connecting', inflight: 0, inflightBytes: 0, acked: 0, failed: 0, progressAt: 0, stalled: false,
+    });
     this.relays = o.relays.map((r) => path(r, 'relay'));
     this.secondary = o.secondary === undefined ? undefined : path(o.secondary, 'secondary');
     this.paths = this.secondary === undefined ? [...this.relays] : [...this.relays, this.secondary];
@@ -210,6 +225,7 @@ export class Mirroring {
     this.stripeWindow = o.stripeWindow ?? 4;
     this.retryMs = o.retryMs ?? 200;
     this.retainBytes = o.retainBytes ?? 64 * 2 ** 20;
+    this.relayStallMs = o.relayStallMs ?? 1000;
     if (o.ackMode.startsWith('relay-')) assert(this.relays.length > 0, `${o.ackMode} needs a relay`);
     if (o.ackMode.startsWith('remote-')) assert(this.secondary !== undefined, `${o.ackMode} needs a secondary`);
   }
@@ -228,6 +244,7 @@ export class Mirroring {
     const p = this.paths.find((x) => x.name === name);
     if (p === undefined) return;
     p.link = link;
+    p.stalled = false;
     if (link === undefined) {
       p.state = 'down';
       this.sendAgainWhatHeld(p);
@@ -319,7 +336,7 @@ export class Mirroring {
 
   status(): ReplicationStatus {
     const peers: PeerStatus[] = this.paths.map((p) => ({
-      name: p.name, unitId: p.unitId, state: p.state, rttMs: p.link?.stats().rtt, outstanding: p.inflight,
+      name: p.name, unitId: p.unitId, state: p.state, rttMs: p.link?.stats().rtt, outstanding: p.inflight, ...(p.stalled ? { stalled: true } : {}),
     }));
     return {
       volume: this.o.volumeName, role: 'primary', ackMode: this.o.ackMode, generation: this.generation,
@@ -334,6 +351,8 @@ export class Mirroring {
     this.closed = true;
     this.retryTimer?.cancel();
     this.retryTimer = null;
+    this.watchdog?.cancel();
+    this.watchdog = null;
     const err = new Error(`volume ${this.o.volumeName}: replication closed`);
     for (const w of this.waiters.splice(0)) w.reject(err);
     for (const r of this.roomWaiters.splice(0)) r();
@@ -382,7 +401,10 @@ export class Mirroring {
     const mode = this.o.ackMode;
     const direct = this.secondary !== undefined && this.secondary.link?.isOpen === true ? [this.secondary] : [];
     if (mode.startsWith('remote-')) return direct;
-    const relays = this.up(this.relays);
+    const up = this.up(this.relays);
+    const answering = up.filter((r) => !r.stalled);
+    // Stalled relays only when nothing else is up: what they hold back waits for them anyway.
+    const relays = answering.length > 0 || direct.length > 0 ? answering : up;
     if (relays.length === 0) return direct; // degraded: straight to the secondary (a stronger ack point)
     switch (this.o.selection) {
       case 'round-robin': {
@@ -416,10 +438,12 @@ export class Mirroring {
   private send(p: Pending, path: Path): void {
     const link = path.link!;
     p.sends++;
-    path.inflight++;
+    if (path.inflight++ === 0) path.progressAt = this.o.clock.now();
+    if (path.kind === 'relay') this.armWatchdog();
     path.inflightBytes += p.data.length;
     this.sends++;
     const finish = (): void => {
+      path.progressAt = this.o.clock.now();
       p.sends--;
       path.inflight--;
       path.inflightBytes -= p.data.length;
@@ -432,6 +456,10 @@ export class Mirroring {
       () => {
         // A retained write sent again: now the path that answered it holds it.
         if (p.heldBy !== undefined) p.heldBy = path;
+        if (path.stalled) {
+          path.stalled = false;
+          this.log.info({ relay: path.name }, 'relay answers again: writes go through it again');
+        }
         finish();
         path.acked++;
         this.acked(p, path);
@@ -504,9 +532,47 @@ export class Mirroring {
     }
     if (writes === 0) return;
     this.resends += writes;
-    this.log.warn({ [lost.kind]: lost.name, writes, bytes }, lost.kind === 'relay'
-      ? 'relay link lost: sending the writes it answered most recently again, by the other paths'
-      : 'secondary link lost: sending the writes it answered \'received\' most recently again once a path is up (what its process had not made durable)');
+    this.log.warn({ [lost.kind]: lost.name, writes, bytes }, lost.kind === 'secondary'
+      ? 'secondary link lost: sending the writes it answered \'received\' most recently again once a path is up (what its process had not made durable)'
+      : `relay ${lost.stalled ? 'stalled' : 'link lost'}: sending the writes it answered most recently again, by the other paths`);
+    this.pump();
+    if (this.queue.length > 0) this.retrySoon();
+  }
+
+  /** While relays have writes outstanding, look every relayStallMs / 2 for one that answers none. */
+  private armWatchdog(): void {
+    if (this.watchdog !== null || this.closed) return;
+    this.watchdog = this.o.clock.setTimer(this.relayStallMs / 2, () => {
+      this.watchdog = null;
+      const now = this.o.clock.now();
+      let busy = false;
+      for (const r of this.relays) {
+        if (r.inflight === 0) continue;
+        busy = true;
+        if (!r.stalled && r.link?.isOpen === true && now - r.progressAt >= this.relayStallMs) this.stall(r, now - r.progressAt);
+      }
+      if (busy) this.armWatchdog();
+    });
+  }
+
+  /**
+   * `relay` holds writes and answers none (its journal full, waiting for room that only forwarding
+   * to an unreachable secondary would make): send what waits for an answer, and the copies it
+   * answered before, by the other paths. The secondary takes each write once, whichever comes first.
+   */
+  private stall(relay: Path, forMs: number): void {
+    relay.stalled = true;
+    if (this.up(this.paths).every((x) => x.stalled)) return;
+    let writes = 0;
+    for (const p of this.pending.values()) {
+      if (p.acked || p.queued) continue;
+      this.enqueue(p);
+      writes++;
+    }
+    this.log.warn({ relay: relay.name, outstanding: relay.inflight, forMs: Math.round(forMs), writes },
+      'relay answers nothing (its journal full, the secondary unreachable from it?): writes go by the other paths until it answers');
+    this.resends += writes;
+    this.sendAgainWhatHeld(relay);
     this.pump();
     if (this.queue.length > 0) this.retrySoon();
   }

@@ -183,6 +183,7 @@ export interface RigOptions {
   retryMs?: number;
   maxLagBytes?: number;
   retainBytes?: number;
+  relayStallMs?: number;
 }
 
 export interface Rig {
@@ -253,7 +254,7 @@ export async function rig(o: RigOptions): Promise<Rig> {
     relays: relays.map((r) => ({ name: r.name, unitId: r.unitId })), secondary: { name: 'sec', unitId: SECONDARY_UNIT },
     generation: o.generation ?? 1, sequence: 0, random: () => sim.random.float(),
     stripeBytes: o.stripeBytes, stripeWindow: o.stripeWindow, retryMs: o.retryMs, maxLagBytes: o.maxLagBytes,
-    retainBytes: o.retainBytes,
+    retainBytes: o.retainBytes, relayStallMs: o.relayStallMs,
   });
   // The node's connection manager: tell the mirroring when a link is up, and when it went down.
   const links = new Map<string, PeerLink>([['sec', direct.a], ...relays.map((r) => [r.name, r.fromPrimary.a] as [string, PeerLink])]);

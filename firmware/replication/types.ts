@@ -49,6 +49,8 @@ export interface PeerStatus {
   rttMs: number | undefined;
   /** Writes sent and not yet answered. */
   outstanding: number;
+  /** A relay that has answered nothing for relayStallMs with writes outstanding: passed over while another path is up. */
+  stalled?: boolean;
 }
 
 /** The primary's view of one volume's replication. */
