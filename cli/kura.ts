@@ -162,9 +162,10 @@ program.command('up').argument(topologyFile, fileHelp)
 
 program.command('down').argument(topologyFile, fileHelp)
   .description('stop every node of a topology (admin stop, then SIGTERM, then SIGKILL), primaries first')
-  .action((file: string | undefined) => exitWith(async () => {
+  .option('--node <name...>', 'stop only these nodes, the others running (e.g. the primary before a planned promotion)')
+  .action((file: string | undefined, opts: { node?: string[] }) => exitWith(async () => {
     const { down, defaultTopologyFile } = await topo();
-    return down(file ?? defaultTopologyFile);
+    return down(file ?? defaultTopologyFile, undefined, opts.node);
   }));
 
 program.command('status').argument(topologyFile, fileHelp)
@@ -178,7 +179,7 @@ program.command('status').argument(topologyFile, fileHelp)
 program.command('promote').argument('<volume>').argument(topologyFile, fileHelp)
   .description('make a volume writable on its secondary (after losing the primary)')
   .option('--node <name>', 'promote on this node instead of the volume\'s secondary')
-  .option('--force', 'promote even though a relay still holds writes of the volume (they are given up)')
+  .option('--force', 'promote even though a relay still holds writes of the volume (they are given up), or its primary still serves it')
   .action((volume: string, file: string | undefined, opts: { node?: string; force?: boolean }) => onTopology(file, (ops, f) => ops.promote(volume, f, opts)));
 
 program.command('link')

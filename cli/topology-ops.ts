@@ -17,7 +17,9 @@ function nodeNamed(t: Topology, file: string, name: string) {
 /**
  * Makes the volume writable on its secondary (or on `node`). Not while a relay still holds writes of
  * the volume (unless `force`): hosts were acknowledged for them, and a promoted secondary applies
- * nothing more from the stream, so they would be left out of the volume for good.
+ * nothing more from the stream, so they would be left out of the volume for good. Nor while the
+ * primary still serves the volume (unless `force`): its hosts' writes would go on being
+ * acknowledged and never reach the promoted copy (two primaries: split brain).
  */
 export async function promote(volume: string, file: string, o: { node?: string; force?: boolean }, io: Io = processIo): Promise<number> {
   const t = loadChecked(file);
@@ -26,6 +28,17 @@ export async function promote(volume: string, file: string, o: { node?: string; 
   const target = o.node ?? v.secondary;
   if (target === undefined) throw new Error(`volume "${volume}" has no secondary in ${file}: name the node to promote with --node`);
   const n = nodeNamed(t, file, target);
+  if (v.primary !== target) {
+    const serving = await adminClient.status(adminSocketOf(nodeNamed(t, file, v.primary)), 2000).then(
+      (s) => s?.volumes?.some((x) => x.volume === volume && x.role === 'primary') === true,
+      () => false,
+    );
+    if (serving && o.force !== true) {
+      throw new Error(`the primary "${v.primary}" still runs and serves "${volume}": its hosts' writes would go on being acknowledged and never reach "${target}" (two primaries). `
+        + `Stop it first (kura down ${file} --node ${v.primary}, or lose its site), or promote with --force`);
+    }
+    if (serving) io.err(`kura: warning: promoting with --force while the primary "${v.primary}" still serves "${volume}": writes acknowledged there from now on are not on "${target}"\n`);
+  }
   const holding: string[] = [];
   for (const r of v.relays) {
     const held = await adminClient.status(adminSocketOf(nodeNamed(t, file, r)), 5000).then(

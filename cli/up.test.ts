@@ -84,6 +84,9 @@ async function fakeNodes(file: string, fakes: Record<string, Fake>): Promise<Adm
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** The message a promise is rejected with ('' if it resolves). */
+const errorOf = (p: Promise<unknown>) => p.then(() => '', (e: Error) => e.message);
+
 describe('kura up / down / status / promote / link / verify', () => {
   describe('validation and arguments', () => {
     it('starts secondaries, then relays (which dial them), primaries last', () => {
@@ -113,11 +116,10 @@ describe('kura up / down / status / promote / link / verify', () => {
     it('promote and link name what is wrong', async () => {
       const file = topologyFile();
       const io = capture();
-      const msg = (p: Promise<unknown>) => p.then(() => '', (e: Error) => e.message);
-      expect(await msg(promote('nope', file, {}, io))).to.equal(`no volume "nope" in ${file} (volumes: vol0)`);
-      expect(await msg(promote('vol0', file, { node: 'zz' }, io))).to.equal(`no node named "zz" in ${file} (nodes: primary, relay1, secondary)`);
-      expect(await msg(promote('vol0', file, {}, io))).to.match(/^promote "vol0" on "secondary": admin socket .*: no such socket: the node is not running$/);
-      expect(await msg(link('down', 'primary', 'secondary', file, io))).to.equal(`no link between "primary" and "secondary" in ${file}: their traffic is not emulated, so it cannot be partitioned (add a links entry)`);
+      expect(await errorOf(promote('nope', file, {}, io))).to.equal(`no volume "nope" in ${file} (volumes: vol0)`);
+      expect(await errorOf(promote('vol0', file, { node: 'zz' }, io))).to.equal(`no node named "zz" in ${file} (nodes: primary, relay1, secondary)`);
+      expect(await errorOf(promote('vol0', file, {}, io))).to.match(/^promote "vol0" on "secondary": admin socket .*: no such socket: the node is not running$/);
+      expect(await errorOf(link('down', 'primary', 'secondary', file, io))).to.equal(`no link between "primary" and "secondary" in ${file}: their traffic is not emulated, so it cannot be partitioned (add a links entry)`);
     });
 
     it('the command line rejects bad arguments with usage errors', async function () {
@@ -252,8 +254,7 @@ describe('kura up / down / status / promote / link / verify', () => {
       const s: Fake = { calls: [] };
       servers.push(...await fakeNodes(file, { relay1: r, secondary: s }));
       const io = capture();
-      const msg = (p: Promise<unknown>) => p.then(() => '', (e: Error) => e.message);
-      expect(await msg(promote('vol0', file, {}, io))).to.equal('relays still hold writes of "vol0" that hosts were acknowledged for: relay1 holds 3 writes (12288 bytes). '
+      expect(await errorOf(promote('vol0', file, {}, io))).to.equal('relays still hold writes of "vol0" that hosts were acknowledged for: relay1 holds 3 writes (12288 bytes). '
         + 'A promoted secondary takes nothing more from them: wait until they reach it (kura status: relay backlog 0; heal a partitioned link with kura link up), or promote with --force to give them up');
       expect(s.calls).to.deep.equal([]);
       expect(await promote('vol0', file, { force: true }, io)).to.equal(0);
@@ -267,6 +268,25 @@ describe('kura up / down / status / promote / link / verify', () => {
       expect(await promote('vol0', file, {}, io)).to.equal(0);
       expect(io.stderr).to.match(/kura: warning: relay "relay1" does not answer \(.*\): what it holds of "vol0" is unknown/);
       expect(s.calls).to.deep.equal(['promote vol0', 'promote vol0', 'promote vol0']);
+    });
+
+    it('promote refuses while the primary still serves the volume (two primaries), unless --force', async () => {
+      const file = topologyFile();
+      const primaryStatus: NodeStatus = { node: 'primary', role: 'controller', site: 'tokyo', pid: 101, uptimeMs: 5000, volumes: [volume('primary')], links: [] };
+      const p: Fake = { calls: [], status: primaryStatus };
+      const s: Fake = { calls: [] };
+      servers.push(...await fakeNodes(file, { primary: p, secondary: s }));
+      const io = capture();
+      expect(await errorOf(promote('vol0', file, {}, io))).to.equal('the primary "primary" still runs and serves "vol0": its hosts\' writes would go on being acknowledged and never reach "secondary" (two primaries). '
+        + `Stop it first (kura down ${file} --node primary, or lose its site), or promote with --force`);
+      expect(s.calls).to.deep.equal([]);
+      expect(await promote('vol0', file, { force: true }, io)).to.equal(0);
+      expect(io.stderr).to.include('kura: warning: promoting with --force while the primary "primary" still serves "vol0"');
+      expect(s.calls).to.deep.equal(['promote vol0']);
+      // Its site lost: no question asked.
+      await servers.shift()!.close();
+      expect(await promote('vol0', file, {}, io)).to.equal(0);
+      expect(s.calls).to.deep.equal(['promote vol0', 'promote vol0']);
     });
   });
 

@@ -176,7 +176,8 @@ export async function stopAll(t: Topology, io: Io, only?: Set<string>): Promise<
       }
     }));
   }
-  if (failed === 0) rmSync(join(runDir(t), 'up.json'), { force: true });
+  // The epoch stays while nodes of the topology may still run (a node restarted later keeps it).
+  if (failed === 0 && only === undefined) rmSync(join(runDir(t), 'up.json'), { force: true });
   return failed === 0 ? 0 : 1;
 }
 
@@ -294,6 +295,7 @@ export async function up(file: string, o: UpOptions, io: Io = processIo): Promis
   } catch (err) {
     io.err(`kura: ${(err as Error).message}\nkura: stopping the nodes already started\n`);
     await stopAll(t, { ...io, out: () => {} }, new Set(spawned.map((s) => s.node.name)));
+    if (only === undefined) rmSync(join(runDir(t), 'up.json'), { force: true });
     return 1;
   }
   io.out(summary(t, file, statuses));
@@ -417,19 +419,21 @@ async function foreground(t: Topology, spawned: Spawned[], io: Io): Promise<numb
  * newer kura with a stricter rule) must not leave them running: its data directory is still read
  * from it, and the nodes its run directory records are stopped by their pids.
  */
-export async function down(file: string, io: Io = processIo): Promise<number> {
+export async function down(file: string, io: Io = processIo, nodes?: readonly string[]): Promise<number> {
   let t: Topology;
   try {
     t = loadChecked(file);
   } catch (err) {
-    const recorded = err instanceof ConfigError ? recordedNodes(file) : undefined;
+    const recorded = err instanceof ConfigError && nodes === undefined ? recordedNodes(file) : undefined;
     if (recorded === undefined || recorded.nodes.length === 0) throw err;
     io.err(`${err instanceof Error ? err.message : String(err)}
 kura: stopping the nodes recorded in ${recorded.runDir} by their pids instead (SIGTERM: each stops cleanly)
 `);
     return stopRecorded(recorded, io);
   }
-  return stopAll(t, io);
+  const unknown = (nodes ?? []).filter((x) => !t.nodes.some((n) => n.name === x));
+  if (unknown.length > 0) throw new Error(`no node named ${unknown.map((x) => `"${x}"`).join(', ')} in ${file} (nodes: ${t.nodes.map((n) => n.name).join(', ')})`);
+  return stopAll(t, io, nodes === undefined ? undefined : new Set(nodes));
 }
 
 interface Recorded {

@@ -380,7 +380,7 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     expect(bad.stderr).to.include('--writes 0: a whole number of writes, at least 1');
   });
 
-  it('the secondary is read-only over iSCSI (write protected) until kura promote; kura copy backs a volume up to it', async () => {
+  it('the secondary is read-only over iSCSI (write protected) until kura promote, which waits for the primary to stop (kura down --node); kura copy backs a volume up to it', async () => {
     t = await startTopology(cli, tempDir('kura-repl-ro-'), spec('readonly'));
     await waitPeersUp(t, 'primary', ['vol0']);
     const s = await client(t, 'secondary');
@@ -400,6 +400,14 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     const same = await kuraRun(cli, ['verify', 'vol0', t.file], 60000);
     expect(same.code, same.stdout + same.stderr).to.equal(0);
 
+    // Not while the primary still serves the volume (two primaries); a planned failover stops it first.
+    const refusedPromote = await kuraRun(cli, ['promote', 'vol0', t.file], 30000);
+    expect(refusedPromote.code).to.equal(1);
+    expect(refusedPromote.stderr).to.contain('the primary "primary" still runs and serves "vol0"');
+    const down = await kuraRun(cli, ['down', t.file, '--node', 'primary'], 60000);
+    expect(down.code, down.stderr).to.equal(0);
+    expect(down.stdout.trim()).to.match(/^primary: stopped \(pid \d+\)$/);
+    expect(nodeOf(await t.status(), 'relay').role, 'the others run on').to.equal('relay');
     await kura(cli, ['promote', 'vol0', t.file]);
     expect(nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'vol0')).to.deep.include({ writable: true });
     const w = await client(t, 'secondary');
