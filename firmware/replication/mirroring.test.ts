@@ -380,6 +380,18 @@ describe('mirroring: a secondary that crashed after answering "received"', () =>
   });
 });
 
+describe('mirroring: a clean stop', () => {
+  it('closed, then its links closed: nothing is sent again', async () => {
+    const r = await rig({ ackMode: 'relay-durable', relays: [NEAR], retryMs: 50, secondaryMs: 10 });
+    await r.sim.run(r.write(0, pattern(1, 4 * BS)));
+    r.mirroring.close();
+    r.relays[0]!.kill();
+    await r.sim.run(r.linkTo('r0').closed);
+    await r.sim.run(r.sim.sleep(100));
+    expect(r.mirroring.status().resends).to.equal(0);
+  });
+});
+
 describe('mirroring: paths coming back', () => {
   it('writes queued while no path is up go out once a link comes back (handed over while it is still connecting)', async () => {
     const r = await rig({ ackMode: 'relay-received', relays: [{ ...NEAR }], retryMs: 50 });

@@ -247,7 +247,8 @@ export class Mirroring {
     p.stalled = false;
     if (link === undefined) {
       p.state = 'down';
-      this.sendAgainWhatHeld(p);
+      // A clean stop closes the links after the mirroring: nothing is sent again then.
+      if (!this.closed) this.sendAgainWhatHeld(p);
       return;
     }
     p.state = link.isOpen ? 'up' : 'connecting';
