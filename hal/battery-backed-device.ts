@@ -114,7 +114,12 @@ function roomIn(dir: string, size: number): string | undefined {
   const st = fs.statfsSync(dir);
   const free = st.bavail * st.bsize;
   const spare = 64 << 20;
-  return free >= size + spare ? undefined : `${dir} has ${free >> 20} MiB free, the memory needs ${size >> 20} MiB (+${spare >> 20})`;
+  return free >= size + spare ? undefined : `${dir} has ${mib(free)} MiB free, the memory needs ${mib(size)} MiB (+${mib(spare)})`;
+}
+
+/** Whole MiB of a byte count: arithmetic, not `>> 20`, which wraps above 2 GiB. */
+function mib(bytes: number): number {
+  return Math.floor(bytes / 2 ** 20);
 }
 
 /** Half-made copies a crash left in the middle of a save or a restore (named `<prefix><pid>`). */
