@@ -8,6 +8,9 @@ import type { Network, StreamHandler, StreamListener, StreamTransport } from '..
 
 export interface RttResult {
   samples: number[];
+  min: number;
+  /** The round trips the host did not hold up: a check of the link that holds on a busy machine. */
+  p10: number;
   p50: number;
   p90: number;
   p99: number;
@@ -29,6 +32,8 @@ export function percentile(xs: readonly number[], q: number): number {
 function summary(samples: number[]): RttResult {
   return {
     samples,
+    min: Math.min(...samples),
+    p10: percentile(samples, 0.1),
     p50: percentile(samples, 0.5),
     p90: percentile(samples, 0.9),
     p99: percentile(samples, 0.99),

@@ -28,7 +28,7 @@ describe('wan on the real HAL (TCP/UDP on 127.0.0.1, preciseClock)', function ()
   this.retries(2);
 
   for (const [oneWay, count] of [[1, 300], [5, 120], [30, 40]] as const) {
-    it(`ping-pong RTT through a ${oneWay} ms link is 2 x ${oneWay} ms within 10% or 250 us (median)`, async () => {
+    it(`ping-pong RTT through a ${oneWay} ms link is never under 2 x ${oneWay} ms, and within 10% or 600 us of it (p10)`, async () => {
       const net = wan({ delayMs: oneWay });
       const r = await withServices(net, ({ echo }) => measureRtt(net, echo, { count }));
       const want = 2 * oneWay;
@@ -37,9 +37,13 @@ describe('wan on the real HAL (TCP/UDP on 127.0.0.1, preciseClock)', function ()
       // each one took 0.1-0.3 ms at the median (a plain loopback TCP ping-pong between two idle
       // processes: p50 0.1 ms, p90 0.5-1 ms, in CI too): what is checked is that the delay is
       // applied once, each way, not that precision.
+      // On the 10th percentile, not the median: in CI another tenant's burst held up more than
+      // half of the round trips of all three attempts (median 2.76 ms, p90 7.3 ms through a 1 ms
+      // link, load average 2.4), which says nothing of the link. Never early holds for every one.
       const tolerance = Math.max(0.1 * want, 0.6);
-      const msg = `median ${r.p50.toFixed(4)} ms (p90 ${r.p90.toFixed(4)}, p99 ${r.p99.toFixed(4)}) vs ${want} ms; ${load()}`;
-      expect(r.p50, msg).to.be.within(want - 0.01, want + tolerance);
+      const msg = `min ${r.min.toFixed(4)}, p10 ${r.p10.toFixed(4)}, median ${r.p50.toFixed(4)} ms (p90 ${r.p90.toFixed(4)}, p99 ${r.p99.toFixed(4)}) vs ${want} ms; ${load()}`;
+      expect(r.min, msg).to.be.at.least(want - 0.01);
+      expect(r.p10, msg).to.be.within(want - 0.01, want + tolerance);
     });
   }
 
