@@ -102,7 +102,10 @@ function nodeRows(r: StatusReport): string[][] {
     const s = n.status;
     if (!n.up || !s) return [n.node, n.role, n.site, 'down', n.pid === undefined ? '-' : String(n.pid), '-', n.error ?? ''];
     const notes = [...(s.iscsi ?? [])];
-    if (s.relay) notes.push(`backlog ${s.relay.backlogRecords} writes, ${bytes(s.relay.backlogBytes)}; forwarded ${s.relay.forwarded}`);
+    if (s.relay) {
+      const r = s.relay;
+      notes.push(`backlog ${r.backlogRecords} writes, ${bytes(r.backlogBytes)}; forwarded ${r.forwarded}${r.givenUp ? `; gave up ${r.givenUp} (${bytes(r.givenUpBytes ?? 0)}) held for a promoted secondary` : ''}`);
+    }
     return [n.node, s.role, s.site, 'up', String(s.pid), duration(s.uptimeMs), notes.join(' ')];
   });
 }

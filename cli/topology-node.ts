@@ -74,6 +74,9 @@ export interface NodeStatus {
     backlogByVolume: Record<string, { records: number; bytes: number }>;
     journal: JournalStats;
     forwarded: number;
+    /** Writes dropped because their secondary was promoted (kura promote --force), and their bytes. */
+    givenUp?: number;
+    givenUpBytes?: number;
   };
   links: LinkStatus[];
 }
@@ -385,7 +388,7 @@ async function startRelay(t: Topology, me: TopologyNode & { role: 'relay' }, dat
       for (const [index, b] of relay.backlogByVolume()) byVolume[t.volumes[index]?.name ?? `#${index}`] = b;
       return {
         ...base.common(), volumes: [],
-        relay: { backlogRecords: s.backlogRecords, backlogBytes: s.backlogBytes, backlogByVolume: byVolume, journal: s.journal, forwarded: s.forwarded },
+        relay: { backlogRecords: s.backlogRecords, backlogBytes: s.backlogBytes, backlogByVolume: byVolume, journal: s.journal, forwarded: s.forwarded, givenUp: s.givenUp, givenUpBytes: s.givenUpBytes },
         links: base.links(),
       };
     },

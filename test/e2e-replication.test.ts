@@ -426,6 +426,37 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     w.close();
   });
 
+  it('an unplanned failover while the relay holds writes: kura promote --force gives them up, and the relay drops them once, saying so, instead of retrying them for ever', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-forced-'), spec('forced'));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
+    const c = await client(t, 'primary');
+    const n = 30;
+    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+    c.close();
+    expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+    // The primary's site is lost; the secondary takes over, knowingly without the relay's writes.
+    await kura(cli, ['down', t.file, '--node', 'primary']);
+    const promoted = await kuraRun(cli, ['promote', 'vol0', t.file, '--force'], 30000);
+    expect(promoted.code, promoted.stdout + promoted.stderr).to.equal(0);
+    await kura(cli, ['link', 'up', 'relay', 'secondary', t.file]);
+    const relay = await until('the relay drops what it held for the promoted volume', async () => {
+      const r = (await t!.nodeStatus('relay')).relay!;
+      return r.backlogRecords === 0 ? r : undefined;
+    }, 20000);
+    expect(relay.givenUp).to.equal(n);
+    expect(relay.forwarded, 'the promoted copy took none of them').to.equal(0);
+    expect((await secondaryVolume(t)).sequence).to.equal(0);
+    const st = await kuraRun(cli, ['status', t.file], 30000);
+    expect(st.stdout).to.contain(`gave up ${n} (`);
+    const log = (): string[] => fs.readFileSync(path.join(t!.dataDir, 'run', 'relay.log'), 'utf8').split('\n');
+    expect(log().filter((l) => l.includes('given up, not forwarded')), 'said once').to.have.length(1);
+    // Before, the relay retried all of them every second for as long as it ran.
+    const retries = log().filter((l) => l.includes('forwarding failed; will retry')).length;
+    await sleep(2500);
+    expect(log().filter((l) => l.includes('forwarding failed; will retry')).length).to.equal(retries);
+  });
+
   it('EXTENDED COPY from the host naming the remote LU (000-E1 backup): the range lands on the secondary, not on the primary', async () => {
     t = await startTopology(cli, tempDir('kura-repl-xcopy-'), spec('xcopy'));
     await waitPeersUp(t, 'primary', ['vol0']);

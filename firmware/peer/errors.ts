@@ -29,6 +29,17 @@ export class PeerError extends Error {
   }
 }
 
+/**
+ * A write handler's refusal with its own ERROR code (any other error a handler throws is answered
+ * WRITE_FAILED): the sender learns why, e.g. that retrying is pointless (VOLUME_PROMOTED).
+ */
+export class WriteRefusal extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+    this.name = 'WriteRefusal';
+  }
+}
+
 /** A write larger than the peer's receive window can never be admitted: split it (seed [0062], [0099]). */
 export class WriteTooLargeError extends RangeError {
   constructor(readonly length: number, readonly window: number) {

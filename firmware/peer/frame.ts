@@ -93,6 +93,8 @@ export const ErrorCode = {
   DUPLICATE_COMMAND: 12,
   SHUTTING_DOWN: 13,
   TIMEOUT: 14,
+  /** The volume was promoted at this end: it takes no more replicated writes, now or later. */
+  VOLUME_PROMOTED: 15,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

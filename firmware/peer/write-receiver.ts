@@ -18,7 +18,7 @@
 import { ErrorCode, Flag, FrameType, MAX_ERROR_TEXT, type Frame, type FrameInit } from './frame.js';
 import { Inbound, type Durability } from './inbound-write.js';
 import type { LinkContext, PeerHandler } from './link-types.js';
-import { PeerError } from './errors.js';
+import { PeerError, WriteRefusal } from './errors.js';
 import { Ring } from '../../hal/ring.js';
 import type { Timer } from '../../hal/clock.js';
 import { sameId } from './write-sender.js';
@@ -182,7 +182,7 @@ export class WriteReceiver {
     }).catch((e: unknown) => {
       if (this.ended || !this.inbound.has(inb.tag)) return;
       this.ctx.log().warn({ err: e, id: inb.id }, 'write handler failed');
-      this.refuse(inb, ErrorCode.WRITE_FAILED, e instanceof Error ? e.message : String(e));
+      this.refuse(inb, e instanceof WriteRefusal ? (e.code as ErrorCode) : ErrorCode.WRITE_FAILED, e instanceof Error ? e.message : String(e));
     });
   }
 

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { SimDevice, Simulator } from '../../hal/sim/index.js';
 import type { CommandId } from '../processing-sequencer.js';
-import { PeerError } from '../peer/errors.js';
+import { PeerError, WriteRefusal } from '../peer/errors.js';
 import { ErrorCode } from '../peer/frame.js';
 import type { Durability, InboundWrite, PeerHandler, PeerLinkOptions, WriteRequest } from '../peer/peer-link.js';
 import type { PipeOptions } from '../peer/sim-pipe.js';
@@ -44,6 +44,8 @@ class FakeSecondary {
   private readonly assembling = new Map<string, { data: Buffer; have: Map<number, number> }>();
   private gate: Promise<void> | null = null;
   private open: () => void = () => {};
+  /** Volumes promoted here (kura promote): their writes are refused for good, as the real one does. */
+  readonly promoted = new Set<number>();
   readonly handler: PeerHandler = { onWrite: (w) => this.onWrite(w) };
 
   constructor(private readonly sim: Simulator) {}
@@ -58,6 +60,7 @@ class FakeSecondary {
   }
 
   private async onWrite(w: InboundWrite): Promise<Durability> {
+    if (this.promoted.has(w.volume)) throw new WriteRefusal(ErrorCode.VOLUME_PROMOTED, `volume ${w.volume} was promoted`);
     const id = key(w.id);
     this.portions.push({ id, volume: w.volume, lba: w.lba, blocks: w.blocks, offset: w.portionOffset, length: w.length, total: w.totalLength, ack: w.ack, at: this.sim.now() });
     const a = this.assembling.get(id) ?? { data: Buffer.alloc(w.totalLength), have: new Map<number, number>() };
@@ -276,6 +279,32 @@ describe('relay unit: store-and-forward (000-E1, NV)', () => {
     expect(r.sim.now() - pokedAt).to.be.at.most(25);
     expect([...r.sec.applied.keys()].sort()).to.deep.equal(ids(...Array.from({ length: 15 }, (_, i) => i + 1)).sort());
     expect([...r.sec.copies.values()].every((n) => n === 1)).to.equal(true);
+  });
+});
+
+describe('relay unit: a destination promoted for a volume (failover)', () => {
+  it('gives up the records held for that volume once, saying so once, instead of retrying them for ever; other volumes go on', async () => {
+    const r = await rig({ secondaryUp: false, unit: { retryMs: 500 } });
+    const w = (i: number, volume: number) => r.write(i, 4096, 'durable', { volume });
+    await r.sim.run(Promise.all([1, 2, 3, 4, 5, 6].map((i) => w(i, i <= 4 ? 1 : 2))));
+    expect(r.unit.stats()).to.include({ backlogRecords: 6 });
+    // Failover: volume 1 is promoted at the secondary (kura promote --force, the relay still held it).
+    r.sec.promoted.add(1);
+    const failed = r.unit.stats().forwardFailures; // while the secondary was down
+    await r.connect(true);
+    await r.sim.run(until(r.sim, () => r.journal.pending().length === 0));
+    await r.sim.advance(5000);
+    const s = r.unit.stats();
+    expect(s).to.include({ backlogRecords: 0, givenUp: 4, givenUpBytes: 4 * 4096, forwarded: 2, forwardFailures: failed });
+    expect([...r.sec.applied.keys()].sort()).to.deep.equal(ids(5, 6));
+    const told = r.logs.filter((l) => /promoted for this volume/.test(String(l.msg)));
+    expect(told, 'said once per volume').to.have.length(1);
+    expect(r.logs.filter((l) => l.msg === 'forwarding failed; will retry')).to.have.length(failed);
+    // Later writes of that volume are given up too; the relay still answers the source.
+    const later = await r.sim.run(w(7, 1));
+    expect(later.durability).to.equal('durable');
+    await r.sim.run(until(r.sim, () => r.journal.pending().length === 0));
+    expect(r.unit.stats().givenUp).to.equal(5);
   });
 });
 

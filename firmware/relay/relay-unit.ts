@@ -51,6 +51,8 @@ import { ForwardingScheduler } from './forwarding-scheduler.js';
 import type { AppendRequest, AppendResult, JournalEntry, JournalStats, RelayJournal } from './journal-types.js';
 import { LoadMeter } from './load-meter.js';
 import { DestinationDownError, sendInPortions } from './relay-forward.js';
+import { PeerError } from '../peer/errors.js';
+import { ErrorCode } from '../peer/frame.js';
 
 export { DestinationDownError } from './relay-forward.js';
 
@@ -97,6 +99,12 @@ export interface RelayStats {
   forwarded: number;
   forwardedBytes: number;
   forwardFailures: number;
+  /**
+   * Records dropped, and their bytes, because their destination was promoted for their volume
+   * (kura promote --force gave them up): it refuses them for good.
+   */
+  givenUp: number;
+  givenUpBytes: number;
   cutThrough: number;
   /** Cut-through mode, but the write went store-and-forward (destination down, backlog, failure). */
   cutThroughFallbacks: number;
@@ -163,7 +171,7 @@ export class RelayUnit {
   private closed = false;
   private readonly counters = {
     received: 0, receivedBytes: 0, duplicates: 0, refused: 0, recorded: 0, recordFailures: 0,
-    forwardedBytes: 0, forwardFailures: 0, cutThrough: 0, cutThroughFallbacks: 0, inStep: 0,
+    forwardedBytes: 0, forwardFailures: 0, givenUp: 0, givenUpBytes: 0, cutThrough: 0, cutThroughFallbacks: 0, inStep: 0,
   };
 
   constructor(o: RelayUnitOptions) {
@@ -226,7 +234,7 @@ export class RelayUnit {
       mode: this.o.mode, policy: this.o.policy.name, ...c,
       backlogRecords: j.records,
       backlogBytes: j.pendingBytes,
-      forwarded: this.scheduler.forwarded + c.cutThrough + c.inStep,
+      forwarded: this.scheduler.forwarded - c.givenUp + c.cutThrough + c.inStep,
       inFlight: this.scheduler.active + cuts + inStep,
       held: { writes: this.jobs.size, bytes: heldBytes, forwarding: this.claimedBytes },
       load: this.meter.rate(),
@@ -422,6 +430,9 @@ export class RelayUnit {
     ).finally(() => this.settle(job));
   }
 
+  /** Volumes whose destination said it was promoted: told once in the log, not per record. */
+  private readonly promotedVolumes = new Set<string>();
+
   /** The scheduler's forward: one record, from the retained buffer if the unit still has it. */
   private async forwardRecord(e: JournalEntry): Promise<void> {
     const dest = e.forwardTo || this.o.defaultDestination;
@@ -441,6 +452,12 @@ export class RelayUnit {
       if (job !== undefined) job.confirmed = true;
       if (this.recorded.get(key) === e.seq) this.recorded.delete(key);
     } catch (err) {
+      if (err instanceof PeerError && err.code === ErrorCode.VOLUME_PROMOTED) {
+        this.giveUp(e, dest);
+        if (job !== undefined) job.confirmed = true;
+        if (this.recorded.get(key) === e.seq) this.recorded.delete(key);
+        return; // released like a forwarded record: nothing will ever take it
+      }
       this.counters.forwardFailures++;
       throw err;
     } finally {
@@ -449,6 +466,21 @@ export class RelayUnit {
         this.settle(job);
       }
     }
+  }
+
+  /**
+   * Its destination was promoted for its volume and refuses it for good: retrying it every retryMs
+   * would go on for ever (it did: a warning a second after every failover). Promotion refuses
+   * while a relay holds writes of the volume unless forced, which gave them up knowingly.
+   */
+  private giveUp(e: JournalEntry, dest: number): void {
+    this.counters.givenUp++;
+    this.counters.givenUpBytes += e.length;
+    const which = `${dest}/${e.volume}`;
+    if (this.promotedVolumes.has(which)) return;
+    this.promotedVolumes.add(which);
+    this.log.warn({ volume: e.volume, destination: dest, seq: e.seq },
+      'relay: the destination was promoted for this volume (kura promote --force): the writes held for it are given up, not forwarded');
   }
 
   /** A record the cut-through sends (or sent): the scheduler keeps its hands off. */

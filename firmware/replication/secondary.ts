@@ -24,6 +24,8 @@ import assert from 'node:assert';
 import { nullLogger, type Logger } from '../../hal/types.js';
 import type { Durability, InboundWrite } from '../peer/inbound-write.js';
 import type { PeerHandler } from '../peer/link-types.js';
+import { WriteRefusal } from '../peer/errors.js';
+import { ErrorCode } from '../peer/frame.js';
 import type { ControllerVolume } from '../communication-unit.js';
 import type { Clock, Timer } from '../../hal/clock.js';
 import { generationOf, issueOf, sequenceOf, type ReplicationStatus } from './types.js';
@@ -232,7 +234,7 @@ export class SecondaryUnit {
   private onWrite(w: InboundWrite): Promise<Durability> | Durability {
     const s = this.streams.get(w.volume);
     if (s === undefined) throw new Error(`this secondary holds no volume ${w.volume}`);
-    if (s.promoted) throw new Error(`volume ${s.v.volume.name} was promoted: it no longer takes replicated writes`);
+    if (s.promoted) throw new WriteRefusal(ErrorCode.VOLUME_PROMOTED, `volume ${s.v.volume.name} was promoted: it no longer takes replicated writes`);
     if (s.failure !== null && !this.retry(s)) throw s.failure;
     const bs = s.v.volume.blockSize;
     if (w.lba + w.blocks > s.v.volume.blockCount || w.totalLength !== w.blocks * bs) {
