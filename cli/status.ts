@@ -124,6 +124,7 @@ export function waitingNote(v: ReplicationStatus): string {
 export function volumeNotes(v: ReplicationStatus): string[] {
   const notes: string[] = [];
   if (v.role !== 'primary') notes.push(v.writable ? 'writable (promoted)' : 'read-only');
+  if (v.fenced !== undefined) notes.push(`write protected: ${v.fenced}`);
   for (const p of v.peers) if (p.stalled) notes.push(`relay ${p.name} answers nothing (${p.outstanding} outstanding): writes go by the other paths`);
   if (v.failure !== undefined) notes.push(`applying stopped: ${v.failure} (tried again each second as the writes come again)`);
   if (v.waiting) notes.push(waitingNote(v));

@@ -157,6 +157,23 @@ interface Base {
   common(): Pick<NodeStatus, 'node' | 'role' | 'site' | 'pid' | 'uptimeMs'>;
 }
 
+/**
+ * A node that is the primary of a volume it was once promoted for (the roles swapped in the
+ * topology file, for a failback): should it become that volume's secondary again later, it must
+ * take the stream, not refuse it as a promoted copy.
+ */
+export async function forgetPromotion(dataDir: string, volume: string): Promise<void> {
+  const file = join(dataDir, 'state', `applied-${volume}.rec`);
+  if (!existsSync(file)) return;
+  const record = await RecordFile.open(file);
+  try {
+    const state = record.load() as AppliedState | undefined;
+    if (state?.promoted === true) await record.save({ sourceUnit: state.sourceUnit, generation: state.generation, sequence: state.sequence } satisfies AppliedState);
+  } finally {
+    await record.close();
+  }
+}
+
 async function startController(t: Topology, me: TopologyNode, dataDir: string, log: Logger, links: PeerLinks, base: Base, resync: boolean): Promise<RunningTopologyNode> {
   const unitId = unitIdOf(t, me.name);
   const mine = t.volumes.map((v, index) => ({ v, index })).filter(({ v }) => v.primary === me.name || v.secondary === me.name);
@@ -168,6 +185,7 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
 
   for (const { v, index } of mine) {
     if (v.primary === me.name) {
+      await forgetPromotion(dataDir, v.name);
       const saved = (await states.load(`replication-${v.name}`)) as PrimaryState | undefined;
       const crashed = saved !== undefined && !saved.clean;
       const fresh = saved !== undefined && (crashed || resync);
@@ -193,6 +211,10 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       watermarks.set(index, record);
       const state = (record.load() ?? (await states.load(`applied-${v.name}`))) as AppliedState | undefined;
       secondaries.push({ name: v.name, index, state });
+      if (state?.promoted === true) {
+        writable.add(v.name);
+        log.warn({ volume: v.name }, 'this copy was promoted before (kura promote): it stays writable and takes no replicated writes; to replicate again, make this node the primary in the topology file');
+      }
     }
   }
 

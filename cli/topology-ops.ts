@@ -37,7 +37,10 @@ export async function promote(volume: string, file: string, o: { node?: string; 
       throw new Error(`the primary "${v.primary}" still runs and serves "${volume}": its hosts' writes would go on being acknowledged and never reach "${target}" (two primaries). `
         + `Stop it first (kura down ${file} --node ${v.primary}, or lose its site), or promote with --force`);
     }
-    if (serving) io.err(`kura: warning: promoting with --force while the primary "${v.primary}" still serves "${volume}": writes acknowledged there from now on are not on "${target}"\n`);
+    if (serving) {
+      io.err(`kura: warning: promoting with --force while the primary "${v.primary}" still serves "${volume}": writes acknowledged there from now on are not on "${target}". `
+        + `It becomes write protected at its first write that "${target}" refuses; in a relay ack mode its relays acknowledge writes and then give them up, and it is not told\n`);
+    }
   }
   const holding: string[] = [];
   for (const r of v.relays) {

@@ -424,6 +424,14 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     await w.write(0, BS, Buffer.alloc(BS, 7));
     expect((await w.read(0, BS, 1)).data.equals(Buffer.alloc(BS, 7))).to.equal(true);
     w.close();
+    // A promotion outlives a restart of the node (before, it came back read-only).
+    await kura(cli, ['down', t.file, '--node', 'secondary']);
+    await kura(cli, ['up', t.file, '--detach', '--node', 'secondary']);
+    expect(nodeOf(await t.status(), 'secondary').volumes.find((v) => v.volume === 'vol0')).to.deep.include({ writable: true });
+    const again = await client(t, 'secondary');
+    await again.write(1, BS, Buffer.alloc(BS, 8));
+    expect((await again.read(0, BS, 2)).data.equals(Buffer.concat([Buffer.alloc(BS, 7), Buffer.alloc(BS, 8)]))).to.equal(true);
+    again.close();
   });
 
   it('an unplanned failover while the relay holds writes: kura promote --force gives them up, and the relay drops them once, saying so, instead of retrying them for ever', async () => {
@@ -455,6 +463,27 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
     const retries = log().filter((l) => l.includes('forwarding failed; will retry')).length;
     await sleep(2500);
     expect(log().filter((l) => l.includes('forwarding failed; will retry')).length).to.equal(retries);
+  });
+
+  it('kura promote --force while the primary serves a remote-durable volume: the primary learns it from the first refused write and becomes write protected, saying why', async () => {
+    t = await startTopology(cli, tempDir('kura-repl-fence-'), spec('fence', undefined, { ackMode: 'remote-durable' }));
+    await waitPeersUp(t, 'primary', ['vol0']);
+    const c = await client(t, 'primary');
+    for (let i = 0; i < 10; i++) await c.write(8 * i, BS, block(i));
+    const forced = await kuraRun(cli, ['promote', 'vol0', t.file, '--force'], 30000);
+    expect(forced.code, forced.stdout + forced.stderr).to.equal(0);
+    const write10 = (lba: number) => c.command(Buffer.from([0x2a, 0, 0, 0, 0, lba, 0, 0, 1, 0]), { dataOut: Buffer.alloc(BS, 9) });
+    // The first write is refused by the promoted copy: the host hears an error, never 'complete'.
+    expect((await write10(200)).status).to.equal(0x02);
+    const next = await write10(201);
+    expect(next.status).to.equal(0x02);
+    expect(next.sense).to.deep.include({ key: 0x07 }); // DATA PROTECT
+    const st = await kuraRun(cli, ['status', t.file], 30000);
+    expect(st.stdout).to.contain('write protected: secondary was promoted for this volume');
+    c.close();
+    expect((await secondaryVolume(t)).sequence, 'the promoted copy took nothing after it').to.equal(10);
+    const log = fs.readFileSync(path.join(t.dataDir, 'run', 'primary.log'), 'utf8');
+    expect(log).to.not.contain('sending it again');
   });
 
   it('EXTENDED COPY from the host naming the remote LU (000-E1 backup): the range lands on the secondary, not on the primary', async () => {

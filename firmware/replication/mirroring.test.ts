@@ -380,6 +380,31 @@ describe('mirroring: a secondary that crashed after answering "received"', () =>
   });
 });
 
+describe('mirroring: the secondary promoted while this primary serves the volume (kura promote --force)', () => {
+  for (const ackMode of ['remote-durable', 'local'] as const) {
+    it(`${ackMode}: the primary learns it from the refusal, stops taking writes (write protected), says why, and sends nothing again`, async () => {
+      const r = await rig({ ackMode, retryMs: 50, secondaryMs: 2 });
+      await r.sim.run(r.write(0, pattern(1, 4 * BS)));
+      await r.drain();
+      await r.sim.run(r.unit.promote(0));
+      // Before, the primary sent this write again every retryMs for good (and in remote-durable
+      // the host never heard back): two copies taking writes, the promoted one refusing them.
+      const w = await r.sim.run(outcome(r.write(4, pattern(2, 4 * BS))));
+      if (ackMode === 'local') expect(w.ok, 'local: acknowledged before the refusal').to.equal(true);
+      else expect(w.ok).to.equal(false);
+      await r.sim.run(r.sim.sleep(500));
+      expect(r.mirroring.status().fenced).to.match(/^sec was promoted for this volume/);
+      expect(r.mirroring.status().resends).to.equal(0);
+      expect(r.vol.readOnly).to.equal(true);
+      const next = await r.sim.run(outcome(r.write(8, pattern(3, 4 * BS))));
+      expect(next.ok).to.equal(false);
+      expect((next as { error: Error }).error.name).to.equal('WriteProtectedError');
+      expect(r.primary.peek(8, 4).equals(Buffer.alloc(4 * BS)), 'nothing of it written here').to.equal(true);
+      expect(r.unit.status(0).sequence, 'the promoted copy took nothing more').to.equal(1);
+    });
+  }
+});
+
 describe('mirroring: a clean stop', () => {
   it('closed, then its links closed: nothing is sent again', async () => {
     const r = await rig({ ackMode: 'relay-durable', relays: [NEAR], retryMs: 50, secondaryMs: 10 });

@@ -40,6 +40,8 @@ import type { PeerLink } from '../peer/peer-link.js';
 import type { Durability } from '../peer/inbound-write.js';
 import type { CommandId } from '../processing-sequencer.js';
 import { Ring } from '../../hal/ring.js';
+import { PeerError } from '../peer/errors.js';
+import { ErrorCode } from '../peer/frame.js';
 import { issueOf, type AckMode, type LinkState, type PeerStatus, type RelaySelection, type ReplicationStatus } from './types.js';
 
 export interface PathConfig {
@@ -190,6 +192,7 @@ export class Mirroring {
   private retryTimer: Timer | null = null;
   private watchdog: Timer | null = null;
   private readonly relayStallMs: number;
+  private fencedBy: string | null = null;
   private closed = false;
   private readonly maxLagBytes: number;
   private readonly stripeBlocks: number;
@@ -228,6 +231,15 @@ export class Mirroring {
     this.relayStallMs = o.relayStallMs ?? 1000;
     if (o.ackMode.startsWith('relay-')) assert(this.relays.length > 0, `${o.ackMode} needs a relay`);
     if (o.ackMode.startsWith('remote-')) assert(this.secondary !== undefined, `${o.ackMode} needs a secondary`);
+  }
+
+  /**
+   * Why this copy takes no more writes, or null: its secondary was promoted while it served the
+   * volume (kura promote --force), and answered VOLUME_PROMOTED. Two copies taking writes would
+   * diverge for good, and nothing this one acknowledged could reach the promoted one.
+   */
+  get fenced(): string | null {
+    return this.fencedBy;
   }
 
   /** True when writes go anywhere (a relay or a secondary is configured). */
@@ -343,18 +355,27 @@ export class Mirroring {
       volume: this.o.volumeName, role: 'primary', ackMode: this.o.ackMode, generation: this.generation,
       sequence: this.sequence, lagWrites: this.pending.size, lagBytes: this.lagBytes, pendingAck: this.sequence - this.ackedThrough,
       replicatedBytes: this.replicatedBytes, ackedBytes: this.ackedBytes, sends: this.sends, resends: this.resends, peers,
+      ...(this.fencedBy !== null ? { fenced: this.fencedBy } : {}),
     };
   }
 
-  /** Stop sending; host writes waiting for an ack fail. */
-  close(): void {
+  private fence(path: Path): void {
+    if (this.fencedBy !== null) return;
+    this.fencedBy = `${path.name} was promoted for this volume (kura promote --force while this primary served it): this copy takes no more writes`;
+    this.log.error({ volume: this.o.volumeName, secondary: path.name, sequence: this.sequence, acked: this.ackedThrough },
+      'the secondary was promoted: this copy is write protected from now on, and the writes waiting for an answer fail');
+    this.close(new Error(`volume ${this.o.volumeName}: ${this.fencedBy}`));
+  }
+
+  /** Stop sending; host writes waiting for an ack fail (with `why`). */
+  close(why?: Error): void {
     if (this.closed) return;
     this.closed = true;
     this.retryTimer?.cancel();
     this.retryTimer = null;
     this.watchdog?.cancel();
     this.watchdog = null;
-    const err = new Error(`volume ${this.o.volumeName}: replication closed`);
+    const err = why ?? new Error(`volume ${this.o.volumeName}: replication closed`);
     for (const w of this.waiters.splice(0)) w.reject(err);
     for (const r of this.roomWaiters.splice(0)) r();
   }
@@ -469,6 +490,10 @@ export class Mirroring {
       (err: unknown) => {
         finish();
         path.failed++;
+        if (err instanceof PeerError && err.code === ErrorCode.VOLUME_PROMOTED) {
+          this.fence(path);
+          return;
+        }
         // An answered write is sent again only while it is retained for a lost relay.
         if (this.closed || (p.acked && p.heldBy === undefined)) return;
         this.log.warn({ err, path: path.name, seq: p.seq }, 'replicated write failed on this path; sending it again');

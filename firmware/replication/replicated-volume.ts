@@ -56,10 +56,11 @@ class MirroredVolume extends VolumeFace {
   }
 
   get readOnly(): boolean {
-    return this.inner.readOnly;
+    return this.inner.readOnly || this.mirroring.fenced !== null;
   }
 
   async prepareWrite(lba: number, blocks: number): Promise<WriteReservation & CommandId> {
+    if (this.mirroring.fenced !== null) throw new WriteProtectedError(this.name);
     const r = await this.inner.prepareWrite(lba, blocks);
     const m = this.mirroring;
     return {
@@ -91,6 +92,7 @@ class MirroredVolume extends VolumeFace {
     // it. Handed to the mirroring in the same turn as the local discard registers (like a write's
     // commit), so a write overlapping it is ordered alike here and remotely. A discard the volume
     // refuses outright is not replicated.
+    if (this.mirroring.fenced !== null) throw new WriteProtectedError(this.name);
     if (this.readOnly || !Number.isSafeInteger(lba) || !Number.isSafeInteger(blocks) || lba < 0 || blocks < 1 || lba + blocks > this.blockCount) {
       return this.inner.discard(lba, blocks);
     }

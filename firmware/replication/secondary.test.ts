@@ -1,3 +1,4 @@
+import { ErrorCode } from '../peer/frame.js';
 import { expect } from 'chai';
 import { Random } from '../../hal/sim/random.js';
 import { Simulator } from '../../hal/sim/simulator.js';
@@ -534,5 +535,21 @@ describe('secondary: promotion and the hosts\' read-only face', () => {
     // The hosts write through the face now.
     await s.sim.run(writeBlocks(face, 2, pattern(8, BS)));
     expect(s.m.peek(2, 1).equals(pattern(8, BS))).to.equal(true);
+  });
+
+  it('a promotion is durable: after a restart the copy is still promoted, and refuses the old stream', async () => {
+    const s = secondaryWorld();
+    await s.sim.run(s.deliver(inbound({ seq: 1, lba: 0, data: pattern(5, BS) })));
+    await s.sim.run(s.unit.promote(0));
+    expect(s.states.get(0), 'persisted with the promotion').to.deep.include({ sequence: 1, promoted: true });
+    s.restart();
+    expect(s.unit.isPromoted(0)).to.equal(true);
+    expect(s.unit.status(0).writable).to.equal(true);
+    // Before, the restarted copy applied the old primary's next write over what hosts wrote there.
+    const old = await outcome(s.deliver(inbound({ seq: 2, lba: 0, data: pattern(6, BS) })));
+    expect(old.ok).to.equal(false);
+    expect((old as { error: { code?: number } }).error.code).to.equal(ErrorCode.VOLUME_PROMOTED);
+    await s.sim.runUntilIdle();
+    expect(s.m.peek(0, 1).equals(pattern(5, BS))).to.equal(true);
   });
 });

@@ -47,6 +47,12 @@ export interface AppliedState {
   generation: number;
   /** Every sequence <= this is applied and durable. */
   sequence: number;
+  /**
+   * kura promote made this copy the volume's primary copy: it takes no replicated writes any more,
+   * after a restart too (a restart that forgot it made the new primary read-only again, and would
+   * have applied the old primary's stream over the hosts' writes).
+   */
+  promoted?: true;
 }
 
 export interface SecondaryVolume {
@@ -154,6 +160,7 @@ class Stream {
     this.sourceUnit = s?.sourceUnit ?? 0;
     this.generation = s?.generation ?? 0;
     this.applied = this.committed = this.durable = s?.sequence ?? 0;
+    this.promoted = s?.promoted === true;
   }
 }
 
@@ -177,6 +184,15 @@ export class SecondaryUnit {
     this.handler = { onWrite: (w) => this.onWrite(w) };
   }
 
+  /** Whether `index` was promoted (kura promote), in this run or before a restart. */
+  isPromoted(index: number): boolean {
+    return this.stream(index).promoted;
+  }
+
+  private persisted(s: Stream, sequence: number): AppliedState {
+    return { sourceUnit: s.sourceUnit, generation: s.generation, sequence, ...(s.promoted ? { promoted: true as const } : {}) };
+  }
+
   /** Stop applying the stream of `index`: it becomes the volume's new primary copy (kura promote). */
   async promote(index: number): Promise<{ sequence: number; dropped: number }> {
     const s = this.stream(index);
@@ -187,6 +203,9 @@ export class SecondaryUnit {
     this.drop(s);
     while (s.applying || s.inFlight.size > 0 || s.grouping) await new Promise<void>((r) => s.idleWaiters.push(r));
     await s.v.volume.flush();
+    // Durable before it counts: a promotion that a crash could undo would give the volume two fates.
+    await this.o.persist(s.v.index, this.persisted(s, s.committed));
+    s.durable = s.committed;
     this.log.info({ volume: s.v.volume.name, sequence: s.applied, dropped }, 'promoted: no longer applying replicated writes');
     return { sequence: s.applied, dropped };
   }
@@ -203,7 +222,7 @@ export class SecondaryUnit {
       while (s.applying || s.inFlight.size > 0 || s.grouping) await new Promise<void>((r) => s.idleWaiters.push(r));
       if (s.committed > s.durable && s.failure === null) {
         await s.v.volume.flush();
-        await this.o.persist(s.v.index, { sourceUnit: s.sourceUnit, generation: s.generation, sequence: s.committed });
+        await this.o.persist(s.v.index, this.persisted(s, s.committed));
         s.durable = s.committed;
       }
     }
@@ -437,7 +456,7 @@ export class SecondaryUnit {
     s.groupedBytes = s.appliedBytes;
     const target = s.committed;
     const gen = s.generation;
-    const state: AppliedState = { sourceUnit: s.sourceUnit, generation: gen, sequence: target };
+    const state = this.persisted(s, target);
     s.v.volume.flush()
       .then(() => this.o.persist(s.v.index, state))
       .then(

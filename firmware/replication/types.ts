@@ -79,6 +79,8 @@ export interface ReplicationStatus {
   waiting?: number;
   /** Secondary: the sequence those writes wait for, and for how long it has been missing. */
   missing?: { sequence: number; forMs: number };
+  /** Primary: its secondary was promoted while it served the volume; it takes no more writes. */
+  fenced?: string;
   /** Secondary: false until `kura promote`. */
   writable?: boolean;
   /** Secondary: applying stopped on this error (a medium write failed); tried again as writes come. */
