@@ -157,13 +157,18 @@ interface Base {
   common(): Pick<NodeStatus, 'node' | 'role' | 'site' | 'pid' | 'uptimeMs'>;
 }
 
+/** A secondary's applied watermark (and promotion) for one volume. */
+function appliedRecordPath(dataDir: string, volume: string): string {
+  return join(dataDir, 'state', `applied-${volume}.rec`);
+}
+
 /**
  * A node that is the primary of a volume it was once promoted for (the roles swapped in the
  * topology file, for a failback): should it become that volume's secondary again later, it must
  * take the stream, not refuse it as a promoted copy.
  */
 export async function forgetPromotion(dataDir: string, volume: string): Promise<void> {
-  const file = join(dataDir, 'state', `applied-${volume}.rec`);
+  const file = appliedRecordPath(dataDir, volume);
   if (!existsSync(file)) return;
   const record = await RecordFile.open(file);
   try {
@@ -180,7 +185,6 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
   const states = new JsonStateStore(join(dataDir, 'state'));
   const mirrorings = new Map<string, { m: Mirroring; index: number; copy?: { state: 'needed' | 'running' | 'done'; doneBlocks: number; totalBlocks: number } }>();
   const secondaries: Array<{ name: string; index: number; inner?: ControllerVolume; state: AppliedState | undefined }> = [];
-  const writable = new Set<string>();
   const watermarks = new Map<number, RecordFile>();
 
   for (const { v, index } of mine) {
@@ -207,12 +211,11 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
     } else {
       // The applied watermark: a record file (one O_DSYNC write per group commit); a data directory
       // from before it has a JSON document instead, read once, superseded by the first save.
-      const record = await RecordFile.open(join(dataDir, 'state', `applied-${v.name}.rec`));
+      const record = await RecordFile.open(appliedRecordPath(dataDir, v.name));
       watermarks.set(index, record);
       const state = (record.load() ?? (await states.load(`applied-${v.name}`))) as AppliedState | undefined;
       secondaries.push({ name: v.name, index, state });
       if (state?.promoted === true) {
-        writable.add(v.name);
         log.warn({ volume: v.name }, 'this copy was promoted before (kura promote): it stays writable and takes no replicated writes; to replicate again, make this node the primary in the topology file');
       }
     }
@@ -226,6 +229,8 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
   });
   config.node.dataDir = dataDir;
   const inners = new Map<string, ControllerVolume>();
+  // Made once the volumes exist; the hosts' read-only faces ask it from the start (so declared here).
+  let secondary: SecondaryUnit | undefined;
   const node: RunningNode = await startControllerNode(config, log, {
     unitId,
     copyDestinations: [...mirrorings].flatMap(([name, { m }]) => {
@@ -236,11 +241,12 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
       inners.set(name, inner);
       const m = mirrorings.get(name);
       if (m !== undefined) return mirroredVolume(inner, m.m);
-      return guardedVolume(inner, () => writable.has(name));
+      // Writable once promoted: the secondary unit holds that (persisted with its watermark).
+      const index = secondaries.find((s) => s.name === name)!.index;
+      return guardedVolume(inner, () => secondary?.isPromoted(index) === true);
     },
   });
 
-  let secondary: SecondaryUnit | undefined;
   if (secondaries.length > 0) {
     secondary = new SecondaryUnit({
       logger: log,
@@ -296,9 +302,8 @@ async function startController(t: Topology, me: TopologyNode, dataDir: string, l
     async promote(volume) {
       const s = secondaries.find((x) => x.name === volume);
       if (s === undefined) throw new Error(`node "${me.name}" is not the secondary of a volume "${volume}" (it holds: ${mine.map(({ v }) => v.name).join(', ') || 'none'})`);
-      if (writable.has(volume)) return;
+      if (secondary!.isPromoted(s.index)) return;
       await secondary!.promote(s.index);
-      writable.add(volume);
       log.info({ volume }, 'promoted: the volume is writable');
     },
     copy,

@@ -90,6 +90,16 @@ async function relayBacklog(t: RunningTopology): Promise<number> {
   return (await t.nodeStatus('relay')).relay!.backlogRecords;
 }
 
+/** With relay -> secondary cut, writes 0..n-1 of the history: the relay acknowledges and holds them all. */
+async function heldAtRelay(t: RunningTopology, n: number): Promise<IscsiClient> {
+  await waitPeersUp(t, 'primary', ['vol0']);
+  await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
+  const c = await client(t, 'primary');
+  await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
+  expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+  return c;
+}
+
 describe('replication through a relay, real processes (kura up; kill -9)', function () {
   this.timeout(300000);
   let t: RunningTopology | undefined;
@@ -100,14 +110,8 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
 
   for (const storage of ['journal', 'battery-backed-memory'] as const) it(`a relay (${storage}) killed after acknowledging and before forwarding forwards everything after its restart; the secondary holds each acknowledged write once`, async () => {
     t = await startTopology(cli, tempDir('kura-repl-relay-'), spec('relay-crash', storage));
-    await waitPeersUp(t, 'primary', ['vol0']);
-    // Cut relay -> secondary: the relay acknowledges (journal) but cannot forward.
-    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
-    const c = await client(t, 'primary');
     const n = 200;
-    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
-    c.close();
-    expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+    (await heldAtRelay(t, n)).close();
     expect((await t.nodeStatus('relay')).relay!.journal.kind).to.equal(storage === 'journal' ? 'device' : storage);
     expect((await secondaryVolume(t)).sequence).to.equal(0);
 
@@ -139,13 +143,9 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
 
   it('a relay killed for good while it holds writes it acknowledged: the primary sends them again straight to the secondary, host writes keep completing, and the volumes verify', async () => {
     t = await startTopology(cli, tempDir('kura-repl-relay-lost-'), spec('relay-lost'));
-    await waitPeersUp(t, 'primary', ['vol0']);
-    // The relay acknowledges and cannot forward: it holds every write when it dies.
-    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
-    const c = await client(t, 'primary');
     const n = 100;
-    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
-    expect(await relayBacklog(t)).to.equal(n);
+    // The relay acknowledges and cannot forward: it holds every write when it dies.
+    const c = await heldAtRelay(t, n);
     process.kill(pidOf(t, 'relay'), 'SIGKILL');
     // Before, the secondary waited for sequence 1 (in the dead relay's journal) and took nothing
     // more: these writes, falling back to the direct link, never completed.
@@ -436,13 +436,8 @@ describe('replication through a relay, real processes (kura up; kill -9)', funct
 
   it('an unplanned failover while the relay holds writes: kura promote --force gives them up, and the relay drops them once, saying so, instead of retrying them for ever', async () => {
     t = await startTopology(cli, tempDir('kura-repl-forced-'), spec('forced'));
-    await waitPeersUp(t, 'primary', ['vol0']);
-    await kura(cli, ['link', 'down', 'relay', 'secondary', t.file]);
-    const c = await client(t, 'primary');
     const n = 30;
-    await Promise.all(Array.from({ length: n }, (_, i) => c.write(8 * i, BS, block(i))));
-    c.close();
-    expect(await relayBacklog(t), 'the relay holds every acknowledged write').to.equal(n);
+    (await heldAtRelay(t, n)).close();
     // The primary's site is lost; the secondary takes over, knowingly without the relay's writes.
     await kura(cli, ['down', t.file, '--node', 'primary']);
     const promoted = await kuraRun(cli, ['promote', 'vol0', t.file, '--force'], 30000);

@@ -1,5 +1,5 @@
 /** Errors a PeerLink hands to its users. */
-import { errorCodeName } from './frame.js';
+import { ErrorCode, errorCodeName } from './frame.js';
 
 /** The link is down (peer closed, transport error, heartbeat timeout, protocol error). */
 export class LinkDownError extends Error {
@@ -38,6 +38,11 @@ export class WriteRefusal extends Error {
     super(message);
     this.name = 'WriteRefusal';
   }
+}
+
+/** The peer refused a write because the volume was promoted there: sending it again is pointless. */
+export function refusedAsPromoted(err: unknown): boolean {
+  return err instanceof PeerError && err.code === ErrorCode.VOLUME_PROMOTED;
 }
 
 /** A write larger than the peer's receive window can never be admitted: split it (seed [0062], [0099]). */

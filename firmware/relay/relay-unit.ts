@@ -51,8 +51,7 @@ import { ForwardingScheduler } from './forwarding-scheduler.js';
 import type { AppendRequest, AppendResult, JournalEntry, JournalStats, RelayJournal } from './journal-types.js';
 import { LoadMeter } from './load-meter.js';
 import { DestinationDownError, sendInPortions } from './relay-forward.js';
-import { PeerError } from '../peer/errors.js';
-import { ErrorCode } from '../peer/frame.js';
+import { refusedAsPromoted } from '../peer/errors.js';
 
 export { DestinationDownError } from './relay-forward.js';
 
@@ -446,20 +445,19 @@ export class RelayUnit {
     const job = cand !== undefined && (cand.seq === undefined || cand.seq === e.seq) && cand.data.length === e.length && this.claim(cand) ? cand : undefined;
     if (job !== undefined) job.sending++;
     try {
-      const data = job !== undefined ? job.data : await this.journal.read(e.seq);
-      await sendInPortions(link, e, data, this.portionBytes, { sent: (n) => this.meter.record(n) });
-      this.counters.forwardedBytes += e.length;
+      try {
+        const data = job !== undefined ? job.data : await this.journal.read(e.seq);
+        await sendInPortions(link, e, data, this.portionBytes, { sent: (n) => this.meter.record(n) });
+        this.counters.forwardedBytes += e.length;
+      } catch (err) {
+        if (!refusedAsPromoted(err)) {
+          this.counters.forwardFailures++;
+          throw err;
+        }
+        this.giveUp(e, dest); // released like a forwarded record: nothing will ever take it
+      }
       if (job !== undefined) job.confirmed = true;
       if (this.recorded.get(key) === e.seq) this.recorded.delete(key);
-    } catch (err) {
-      if (err instanceof PeerError && err.code === ErrorCode.VOLUME_PROMOTED) {
-        this.giveUp(e, dest);
-        if (job !== undefined) job.confirmed = true;
-        if (this.recorded.get(key) === e.seq) this.recorded.delete(key);
-        return; // released like a forwarded record: nothing will ever take it
-      }
-      this.counters.forwardFailures++;
-      throw err;
     } finally {
       if (job !== undefined) {
         job.sending--;

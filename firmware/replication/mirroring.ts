@@ -40,8 +40,7 @@ import type { PeerLink } from '../peer/peer-link.js';
 import type { Durability } from '../peer/inbound-write.js';
 import type { CommandId } from '../processing-sequencer.js';
 import { Ring } from '../../hal/ring.js';
-import { PeerError } from '../peer/errors.js';
-import { ErrorCode } from '../peer/frame.js';
+import { refusedAsPromoted } from '../peer/errors.js';
 import { issueOf, type AckMode, type LinkState, type PeerStatus, type RelaySelection, type ReplicationStatus } from './types.js';
 
 export interface PathConfig {
@@ -490,7 +489,7 @@ export class Mirroring {
       (err: unknown) => {
         finish();
         path.failed++;
-        if (err instanceof PeerError && err.code === ErrorCode.VOLUME_PROMOTED) {
+        if (refusedAsPromoted(err)) {
           this.fence(path);
           return;
         }
